@@ -1,0 +1,76 @@
+"""siwa-web: Sign in with Apple for browsers and native apps, with our own tokens."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: config (defaults → instance/config.py → SIWA_* → test dict), then parts."""
+    app = Flask(
+        __name__,
+        instance_path=str(ROOT / "instance"),
+        instance_relative_config=True,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    config.load(app, test_config)
+    if app.config["TRUST_PROXY_HOPS"]:
+        hops = int(app.config["TRUST_PROXY_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    from . import apple_service
+    from . import auth
+    from . import dashboard
+    from . import emulator
+    from . import errors
+    from . import logs
+    from . import models  # noqa: F401  (register tables for migrations)
+    from . import security
+    from . import sessions
+    from . import token_service
+    from .extensions import csrf
+    from .extensions import db
+    from .extensions import limiter
+    from .extensions import migrate
+
+    logs.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    with app.app_context():
+        _tune_sqlite(db.engine)
+    sessions.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    apple_service.init_app(app)
+    emulator.init_app(app)
+    auth.init_app(app)
+    dashboard.init_app(app)
+    token_service.init_app(app)
+    return app
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout and enforced foreign keys for SQLite; nothing for other databases."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - exercised via SQLite
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()

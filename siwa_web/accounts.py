@@ -1,0 +1,137 @@
+"""Find or create users by Apple `sub` (never by email), shared by the web and native flows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .apple.claims import AppleClaims
+from .crypto import TokenCipher
+from .extensions import db
+from .models import AppleIdentity
+from .models import AppleToken
+from .models import User
+from .models.base import now_utc
+
+NAME_MAX = 100
+
+
+@dataclass(frozen=True)
+class Name:
+    """The one-time, user-editable name Apple hands over on first authorization."""
+
+    first: str | None = None
+    last: str | None = None
+
+    @classmethod
+    def from_apple(cls, data: object) -> Name | None:
+        """Parse `{"name": {"firstName": .., "lastName": ..}}`; None if unusable."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), dict):
+            return None
+        parts = []
+        for key in ("firstName", "lastName"):
+            value = data["name"].get(key)
+            if value is None:
+                parts.append(None)
+                continue
+            if not isinstance(value, str) or len(value) > NAME_MAX:
+                return None
+            value = " ".join(value.split())  # no control characters or newlines
+            parts.append(value or None)
+        if not any(parts):
+            return None
+        return cls(*parts)
+
+
+class IdentityTaken(Exception):
+    """The Apple ID is already linked to a different user."""
+
+
+class AccountDisabled(Exception):
+    """The Apple ID belongs to a disabled account."""
+
+
+def cipher() -> TokenCipher:
+    """Return the cipher for Apple refresh tokens at rest."""
+    return TokenCipher(current_app.config["TOKEN_ENCRYPTION_KEYS"])
+
+
+def find_identity(sub: str) -> AppleIdentity | None:
+    return db.session.execute(select(AppleIdentity).where(AppleIdentity.sub == sub)).scalar_one_or_none()
+
+
+def sign_in(
+    claims: AppleClaims,
+    *,
+    apple_client_id: str,
+    apple_refresh_token: str | None,
+    name: Name | None = None,
+    link_to: User | None = None,
+) -> tuple[User, AppleIdentity, bool]:
+    """Upsert the user and identity for verified claims; caller commits. Returns (user, identity, created).
+
+    Conflict-safe: concurrent first sign-ins of one `sub` race on the UNIQUE(sub) index inside a
+    savepoint; the loser re-reads the winner's row, so one `sub` always yields one user.
+    """
+    identity = find_identity(claims.sub)
+    created = False
+    if identity is None:
+        identity, created = _create_identity(claims, name, link_to)
+    if link_to is not None and identity.user_id != link_to.id:
+        raise IdentityTaken(claims.sub)
+    user = identity.user
+    if not user.is_active:
+        raise AccountDisabled(user.id)
+    _refresh_attributes(user, identity, claims, name if created else None)
+    if apple_refresh_token:
+        store_apple_token(identity, apple_client_id, apple_refresh_token)
+    return user, identity, created
+
+
+def _create_identity(
+    claims: AppleClaims, name: Name | None, link_to: User | None
+) -> tuple[AppleIdentity, bool]:
+    try:
+        with db.session.begin_nested():
+            user = link_to or User()
+            if link_to is None:
+                db.session.add(user)
+            identity = AppleIdentity(user=user, sub=claims.sub, issuer=claims.iss)
+            db.session.add(identity)
+        return identity, True
+    except IntegrityError:
+        identity = find_identity(claims.sub)
+        if identity is None:  # pragma: no cover - the winner must be visible after the conflict
+            raise
+        return identity, False
+
+
+def _refresh_attributes(
+    user: User, identity: AppleIdentity, claims: AppleClaims, name: Name | None
+) -> None:
+    """Copy email flags from the signed token; the name only when the user is new."""
+    identity.last_used_at = now_utc()
+    if claims.email:
+        identity.email = claims.email
+        identity.email_verified = claims.email_verified
+        identity.is_private_email = claims.is_private_email
+        if not user.email or user.email == identity.email or len(user.identities) <= 1:
+            user.email = claims.email
+            user.email_verified = claims.email_verified
+            user.is_private_email = claims.is_private_email
+    if name is not None and not (user.first_name or user.last_name):
+        user.first_name, user.last_name = name.first, name.last
+
+
+def store_apple_token(identity: AppleIdentity, client_id: str, refresh_token: str) -> AppleToken:
+    """Keep Apple's refresh token encrypted, per Apple client id, for later revocation."""
+    row = next((t for t in identity.apple_tokens if t.client_id == client_id), None)
+    if row is None:
+        row = AppleToken(identity=identity, client_id=client_id)
+        db.session.add(row)
+    row.refresh_token_encrypted = cipher().encrypt(refresh_token)
+    row.last_used_at = now_utc()
+    row.invalidated_at = None
+    return row

@@ -1,0 +1,72 @@
+"""The verified content of an Apple identity token, normalised."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+RELAY_DOMAIN = "privaterelay.appleid.com"
+
+
+def as_bool(value: Any) -> bool:
+    """Apple sends these flags as JSON booleans or as the strings "true"/"false"."""
+    return value is True or value == "true"
+
+
+@dataclass(frozen=True)
+class AppleClaims:
+    """What we may rely on after verification; `raw` keeps every claim for logging fields."""
+
+    sub: str
+    iss: str
+    aud: str
+    iat: int
+    exp: int
+    email: str | None = None
+    email_verified: bool = False
+    is_private_email: bool = False
+    nonce: str | None = None
+    nonce_supported: bool | None = None
+    c_hash: str | None = None
+    at_hash: str | None = None
+    auth_time: int | None = None
+    real_user_status: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> AppleClaims:
+        """Build from an already-verified payload, normalising Apple's type drift."""
+        email = payload.get("email") or None
+        private = payload.get("is_private_email")
+        if private is None:  # sometimes absent even for relay addresses
+            is_private = bool(email and email.lower().endswith("@" + RELAY_DOMAIN))
+        else:
+            is_private = as_bool(private)
+        nonce_supported = payload.get("nonce_supported")
+        return cls(
+            sub=payload["sub"],
+            iss=payload["iss"],
+            aud=payload["aud"],
+            iat=int(payload["iat"]),
+            exp=int(payload["exp"]),
+            email=email,
+            email_verified=as_bool(payload.get("email_verified")),
+            is_private_email=is_private,
+            nonce=payload.get("nonce"),
+            nonce_supported=None if nonce_supported is None else as_bool(nonce_supported),
+            c_hash=payload.get("c_hash"),
+            at_hash=payload.get("at_hash"),
+            auth_time=payload.get("auth_time"),
+            real_user_status=payload.get("real_user_status"),
+            raw=dict(payload),
+        )
+
+
+@dataclass(frozen=True)
+class AppleTokens:
+    """Apple's token-endpoint answer; `refresh_token` only on the authorization_code grant."""
+
+    id_token: str
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: int | None = None

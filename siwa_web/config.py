@@ -1,0 +1,165 @@
+"""Load configuration in a visible order and refuse to start on a bad one."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+
+from .crypto import derive_fernet_key
+
+APPLE_DEFAULT_BASE_URL = "https://appleid.apple.com"
+EMULATOR_MOUNT = "/__apple"
+EMULATOR_DEFAULTS = {
+    "APPLE_TEAM_ID": "EMUTEAM001",
+    "APPLE_KEY_ID": "EMUKEY0001",
+    "APPLE_SERVICES_ID": "com.example.siwa.web",
+}
+APPLE_REQUIRED = ("APPLE_TEAM_ID", "APPLE_KEY_ID", "APPLE_SERVICES_ID")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"configuration error: SIWA_{key}: {problem}")
+        self.key = key
+
+
+def load(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Apply defaults → instance/config.py → SIWA_* environment → test dict, then finish."""
+    app.config.from_object("siwa_web.settings")
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env(prefix="SIWA")
+    if test_config is not None:
+        app.config.update(test_config)
+    _finish(app)
+
+
+def is_production(app: Flask) -> bool:
+    return app.config.get("ENV") == "production"
+
+
+def _finish(app: Flask) -> None:
+    """Fill derived defaults and validate; production gets no generated secrets."""
+    cfg = app.config
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    _check_url(cfg, "ISSUER")
+    cfg["ISSUER"] = cfg["ISSUER"].rstrip("/")
+    https = cfg["ISSUER"].startswith("https://")
+    if not cfg.get("SECRET_KEY"):
+        if is_production(app):
+            raise ConfigError("SECRET_KEY", "missing; set a long random value")
+        cfg["SECRET_KEY"] = _instance_secret(instance / "secret_key")
+    if not cfg.get("TOKEN_ENCRYPTION_KEYS"):
+        if is_production(app):
+            raise ConfigError(
+                "TOKEN_ENCRYPTION_KEYS",
+                'missing; set a JSON list of Fernet keys, e.g. ["<key>"] '
+                "(python -c 'from cryptography.fernet import Fernet;print(Fernet.generate_key())')",
+            )
+        cfg["TOKEN_ENCRYPTION_KEYS"] = [derive_fernet_key(cfg["SECRET_KEY"], "apple-tokens")]
+    elif isinstance(cfg["TOKEN_ENCRYPTION_KEYS"], str):
+        cfg["TOKEN_ENCRYPTION_KEYS"] = [cfg["TOKEN_ENCRYPTION_KEYS"]]
+    if not cfg.get("SQLALCHEMY_DATABASE_URI"):
+        if is_production(app):
+            raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
+        cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
+    if cfg.get("SESSION_COOKIE_SECURE") is None:
+        cfg["SESSION_COOKIE_SECURE"] = https
+    if not cfg.get("SESSION_COOKIE_NAME"):
+        cfg["SESSION_COOKIE_NAME"] = "__Host-siwa" if cfg["SESSION_COOKIE_SECURE"] else "siwa_session"
+    if not cfg.get("DEFAULT_AUDIENCE"):
+        cfg["DEFAULT_AUDIENCE"] = cfg["ISSUER"] + "/api"
+    if is_production(app) and not https:
+        raise ConfigError("ISSUER", "must be an https:// URL in production")
+    _configure_apple(app, instance)
+
+
+def _configure_apple(app: Flask, instance: Path) -> None:
+    """Use real Apple credentials if given; otherwise wire up the emulator (never in production)."""
+    cfg = app.config
+    if cfg.get("APPLE_PRIVATE_KEY_PATH") and not cfg.get("APPLE_PRIVATE_KEY"):
+        path = Path(cfg["APPLE_PRIVATE_KEY_PATH"])
+        path = path if path.is_absolute() else instance / path
+        try:
+            cfg["APPLE_PRIVATE_KEY"] = path.read_text()
+        except OSError as exc:
+            raise ConfigError("APPLE_PRIVATE_KEY_PATH", f"cannot read {path}: {exc.strerror}") from exc
+    has_credentials = any(cfg.get(k) for k in (*APPLE_REQUIRED, "APPLE_PRIVATE_KEY"))
+    emulator = cfg.get("APPLE_EMULATOR")
+    if emulator is None:
+        emulator = not has_credentials and not is_production(app)
+    cfg["APPLE_EMULATOR"] = bool(emulator)
+    if emulator and is_production(app):
+        raise ConfigError("APPLE_EMULATOR", "the Apple emulator is for development only")
+    if emulator:
+        for key, value in EMULATOR_DEFAULTS.items():
+            cfg[key] = cfg.get(key) or value
+        if not cfg.get("APPLE_PRIVATE_KEY"):
+            cfg["APPLE_PRIVATE_KEY"] = _instance_ec_key(instance / "emulator-apple-key.p8")
+        if cfg.get("APPLE_BASE_URL") in (None, "", APPLE_DEFAULT_BASE_URL):
+            cfg["APPLE_BASE_URL"] = cfg["ISSUER"] + EMULATOR_MOUNT
+    for key in (*APPLE_REQUIRED, "APPLE_PRIVATE_KEY"):
+        if not cfg.get(key):
+            raise ConfigError(key, "missing (see README: Configuration)")
+    _check_private_key(cfg["APPLE_PRIVATE_KEY"])
+    _check_url(cfg, "APPLE_BASE_URL")
+    cfg["APPLE_BASE_URL"] = cfg["APPLE_BASE_URL"].rstrip("/")
+    if not cfg.get("APPLE_REDIRECT_URI"):
+        cfg["APPLE_REDIRECT_URI"] = cfg["ISSUER"] + "/auth/apple/callback"
+    _check_url(cfg, "APPLE_REDIRECT_URI")
+    if isinstance(cfg.get("APPLE_ISSUERS"), str):
+        cfg["APPLE_ISSUERS"] = [cfg["APPLE_ISSUERS"]]
+
+
+def _check_url(cfg: dict, key: str) -> None:
+    value = cfg.get(key)
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(key, f"must be an absolute http(s) URL, got {value!r}")
+
+
+def _check_private_key(pem: str) -> None:
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("APPLE_PRIVATE_KEY", "not a PEM private key (the .p8 file's text)") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ConfigError("APPLE_PRIVATE_KEY", "must be an EC P-256 key, as Apple issues")
+
+
+def _instance_secret(path: Path) -> str:
+    """Read or create a development secret that survives restarts."""
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _instance_ec_key(path: Path) -> str:
+    """Read or create the development .p8 key that the emulator trusts."""
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(path, pem.decode())
+    return path.read_text()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable by us only; another worker that won the race wrote it already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

@@ -1,0 +1,26 @@
+"""All models, importable from one place."""
+from .audit import AuditEvent
+from .oauth import Client
+from .oauth import RefreshToken
+from .oauth import SigningKey
+from .oauth import TokenFamily
+from .session import LoginTransaction
+from .session import WebSession
+from .user import AppleIdentity
+from .user import AppleRevocation
+from .user import AppleToken
+from .user import User
+
+__all__ = [
+    "AppleIdentity",
+    "AppleRevocation",
+    "AppleToken",
+    "AuditEvent",
+    "Client",
+    "LoginTransaction",
+    "RefreshToken",
+    "SigningKey",
+    "TokenFamily",
+    "User",
+    "WebSession",
+]

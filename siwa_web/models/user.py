@@ -1,0 +1,122 @@
+"""People and the Apple identities they sign in with."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+
+from ..extensions import db
+from .base import UTCDateTime
+from .base import new_id
+from .base import now_utc
+
+
+class User(db.Model):
+    """A siwa-web account; `id` is the `sub` of every token we issue."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Apple sends the name once, unsigned and user-edited: stored as plain text, shown escaped.
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    # Email is an attribute copied from the identity token, never a key (decision D8).
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_verified: Mapped[bool] = mapped_column(default=False)
+    is_private_email: Mapped[bool] = mapped_column(default=False)
+    email_deliverable: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    identities: Mapped[list[AppleIdentity]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", order_by="AppleIdentity.created_at"
+    )
+
+    # Flask-Login: the id in the cookie is the web session's token, set per request.
+    session_token = None  # not a column
+    is_anonymous = False
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
+    def get_id(self) -> str | None:
+        return self.session_token
+
+    @property
+    def display_name(self) -> str:
+        """Return the best human-readable name we have."""
+        name = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return name or self.email or "Apple user"
+
+
+class AppleIdentity(db.Model):
+    """One Apple ID (team-scoped `sub`) linked to a user; never looked up by email."""
+
+    __tablename__ = "apple_identities"
+    __table_args__ = (UniqueConstraint("sub", name="uq_apple_identities_sub"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sub: Mapped[str] = mapped_column(String(255))
+    issuer: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_verified: Mapped[bool] = mapped_column(default=False)
+    is_private_email: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    user: Mapped[User] = relationship(back_populates="identities")
+    apple_tokens: Mapped[list[AppleToken]] = relationship(
+        back_populates="identity", cascade="all, delete-orphan"
+    )
+
+
+class AppleToken(db.Model):
+    """Apple's refresh token for one (identity, Apple client id); needed to revoke at Apple."""
+
+    __tablename__ = "apple_tokens"
+    __table_args__ = (
+        UniqueConstraint("identity_id", "client_id", name="uq_apple_tokens_identity_client"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    identity_id: Mapped[str] = mapped_column(
+        ForeignKey("apple_identities.id", ondelete="CASCADE"), index=True
+    )
+    # Services ID for web sign-ins, bundle id for native ones: revocation must use the same.
+    client_id: Mapped[str] = mapped_column(String(255))
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    invalidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    identity: Mapped[AppleIdentity] = relationship(back_populates="apple_tokens")
+
+
+class AppleRevocation(db.Model):
+    """Outbox row: an Apple token still to be revoked at Apple (decision D10)."""
+
+    __tablename__ = "apple_revocations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(255))
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    token_type_hint: Mapped[str] = mapped_column(String(20), default="refresh_token")
+    # Kept without a foreign key: the user row is gone by the time this is sent.
+    user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

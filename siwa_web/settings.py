@@ -1,0 +1,59 @@
+"""Defaults for every configuration key; instance/config.py and SIWA_* variables override them.
+
+Each key is documented in README.md ("Configuration"). Secrets have no default here: in
+development they are generated into instance/, in production their absence stops start-up.
+"""
+
+# --- Deployment -------------------------------------------------------------------------------
+ENV = "development"  # "production" refuses the emulator and requires every Apple setting
+SECRET_KEY = None  # generated into instance/secret_key in development
+SECRET_KEY_FALLBACKS: list[str] = []
+TOKEN_ENCRYPTION_KEYS: list[str] = []  # Fernet keys for Apple refresh tokens; first encrypts
+SQLALCHEMY_DATABASE_URI = None  # default: sqlite:///<instance>/siwa.sqlite
+SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+ISSUER = "http://localhost:5000"  # our public base URL; `iss` of our tokens
+TRUST_PROXY_HOPS = 0  # number of reverse proxies whose X-Forwarded-* headers we trust
+MAX_CONTENT_LENGTH = 64 * 1024
+LOG_LEVEL = "INFO"
+
+# --- Apple ------------------------------------------------------------------------------------
+APPLE_BASE_URL = "https://appleid.apple.com"
+APPLE_ISSUERS = ["https://appleid.apple.com", "https://account.apple.com"]
+APPLE_TEAM_ID = None
+APPLE_KEY_ID = None
+APPLE_PRIVATE_KEY = None  # PEM text of the .p8 key
+APPLE_PRIVATE_KEY_PATH = None  # or a path to the .p8 file (relative paths: instance/)
+APPLE_SERVICES_ID = None  # the web client id (Services ID)
+APPLE_REDIRECT_URI = None  # default: <ISSUER>/auth/apple/callback
+APPLE_EMULATOR = None  # None = on when no Apple credentials are configured (development only)
+APPLE_CONNECT_TIMEOUT = 3.0
+APPLE_READ_TIMEOUT = 8.0
+APPLE_JWKS_MAX_AGE = 24 * 3600  # serve cached Apple keys at most this long
+APPLE_JWKS_REFETCH_COOLDOWN = 30  # seconds between refetches on an unknown kid
+APPLE_TOKEN_LEEWAY = 60
+APPLE_ID_TOKEN_MAX_AGE = 24 * 3600 + 60  # reject identity tokens issued longer ago
+
+# --- Web sign-in ------------------------------------------------------------------------------
+LOGIN_TRANSACTION_TTL = 600
+SESSION_IDLE_TIMEOUT = 14 * 24 * 3600
+SESSION_ABSOLUTE_TIMEOUT = 30 * 24 * 3600
+SESSION_TOUCH_INTERVAL = 60  # write last_seen at most this often
+FRESH_LOGIN_MAX_AGE = 300  # account deletion needs a sign-in at most this old
+SESSION_COOKIE_NAME = None  # default: __Host-siwa when ISSUER is https, else siwa_session
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = None  # default: True when ISSUER is https
+PERMANENT_SESSION_LIFETIME = SESSION_ABSOLUTE_TIMEOUT
+WTF_CSRF_TIME_LIMIT = None  # CSRF tokens live as long as the session
+
+# --- Our token service ------------------------------------------------------------------------
+ACCESS_TOKEN_TTL = 600
+ID_TOKEN_TTL = 3600
+REFRESH_TOKEN_IDLE_TTL = 30 * 24 * 3600
+REFRESH_TOKEN_ABSOLUTE_TTL = 90 * 24 * 3600
+REFRESH_TOKEN_GRACE_SECONDS = 10
+DEFAULT_AUDIENCE = None  # default: <ISSUER>/api
+SIGNING_ALG = "ES256"
+RATELIMIT_STORAGE_URI = "memory://"
+RATELIMIT_TOKEN_PER_IP = "60/minute"
+RATELIMIT_TOKEN_PER_CLIENT = "600/minute"

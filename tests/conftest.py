@@ -1,0 +1,168 @@
+"""Shared fixtures: an app per test on SQLite and (when reachable) PostgreSQL, flaskr style."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import create_engine
+from sqlalchemy import text
+
+from siwa_web import create_app
+from siwa_web.extensions import db
+
+pytest_plugins = ["fixtures_apple", "fixtures_tokens", "fixtures_web"]
+
+TEAM_ID = "TESTTEAM01"
+KEY_ID = "TESTKEY001"
+SERVICES_ID = "com.example.siwa.web"
+ISSUER = "https://siwa.test"
+
+
+def _postgres_url() -> str | None:
+    """The PostgreSQL server tests run against: SIWA_TEST_DATABASE_URL, or a local one."""
+    url = os.environ.get("SIWA_TEST_DATABASE_URL")
+    if url:
+        return url
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
+    except OSError:
+        return None
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+PG_SERVER_URL = _postgres_url()
+DB_BACKENDS = ["sqlite"] + (["postgresql"] if PG_SERVER_URL else [])
+
+
+@pytest.fixture(scope="session")
+def apple_private_key_pem() -> str:
+    """The team's .p8 key for the whole run (the emulator or fake Apple trusts its public half)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating every time is slow)."""
+    path = tmp_path_factory.mktemp("db") / "template.sqlite"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> str:
+    """A fresh, migrated PostgreSQL database for this run, dropped at the end."""
+    if os.environ.get("SIWA_TEST_DATABASE_URL"):
+        url = PG_SERVER_URL
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        _migrate(url)
+        yield url
+        return
+    name = f"siwa_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_SERVER_URL.rsplit("/", 1)[0] + "/" + name
+    _migrate(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "migrate", "SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def database_url(request, tmp_path) -> str:
+    """The database of one test: a copy of the SQLite template, or the PostgreSQL test database."""
+    if request.param == "sqlite":
+        path = tmp_path / "siwa.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_database")
+    yield url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+            "AND tablename <> 'alembic_version'"))]
+        if tables:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def app_config(database_url, apple_private_key_pem) -> dict:
+    """The test dict given to create_app; tests may change it before using `app`."""
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "ISSUER": ISSUER,
+        "APPLE_EMULATOR": False,
+        "APPLE_BASE_URL": "https://appleid.apple.com",
+        "APPLE_TEAM_ID": TEAM_ID,
+        "APPLE_KEY_ID": KEY_ID,
+        "APPLE_PRIVATE_KEY": apple_private_key_pem,
+        "APPLE_SERVICES_ID": SERVICES_ID,
+        "RATELIMIT_ENABLED": True,
+    }
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def count_rows(app) -> dict[str, int]:
+    """Row counts of every table: the "nothing stored" check of the security catalogue."""
+    with app.app_context():
+        return {
+            t.name: db.session.execute(text(f'SELECT COUNT(*) FROM "{t.name}"')).scalar_one()
+            for t in db.metadata.sorted_tables
+        }
+
+
+@pytest.fixture
+def nothing_stored(app):
+    """Assert at the end of the test that no table gained or lost rows (audit events excepted)."""
+    before = count_rows(app)
+    yield
+    after = count_rows(app)
+    before.pop("audit_events", None)
+    after.pop("audit_events", None)
+    assert after == before

@@ -1,0 +1,1 @@
+"""Fixtures for this area (pulled in by conftest.pytest_plugins)."""
