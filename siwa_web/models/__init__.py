@@ -9,6 +9,7 @@ from .session import WebSession
 from .user import AppleIdentity
 from .user import AppleRevocation
 from .user import AppleToken
+from .user import PendingProfile
 from .user import User
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AuditEvent",
     "Client",
     "LoginTransaction",
+    "PendingProfile",
     "RefreshToken",
     "SigningKey",
     "TokenFamily",

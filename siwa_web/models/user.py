@@ -120,3 +120,18 @@ class AppleRevocation(db.Model):
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PendingProfile(db.Model):
+    """Apple's one-time name, saved by `sub` before the code is redeemed (pitfall P2).
+
+    If redeeming the code then fails, the next sign-in of the same Apple ID (which carries no
+    name any more) still gets it.
+    """
+
+    __tablename__ = "pending_profiles"
+
+    sub: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
