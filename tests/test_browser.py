@@ -1,0 +1,102 @@
+"""Real headless Chromium: the app on localhost, the Apple emulator on 127.0.0.1 (another site).
+
+Apple's answer is then a true cross-site form_post, on which Chromium withholds SameSite=Lax
+cookies — the situation decision D9 is about.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from siwa_web.extensions import db
+from siwa_web.models import User
+from siwa_web.models import WebSession
+
+pytestmark = pytest.mark.browser
+
+
+def sign_in_new_user(page, live, first="Maria", last="Ruiz", email="maria@example.com",
+                     hide_email=True):
+    """Click through our login page and the emulator's account and consent pages."""
+    page.goto(f"{live.url}/auth/login")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.wait_for_url(f"{live.emulator_url}/**")
+    page.get_by_label("New test user").check()
+    page.get_by_label("First name").fill(first)
+    page.get_by_label("Last name").fill(last)
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Continue").click()
+    if hide_email:
+        page.get_by_label("Hide My Email").check()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live.url}/dashboard")
+
+
+def test_sign_in_lands_on_dashboard_and_logout_ends_session(live_server, chromium, artifacts):
+    live = live_server
+    context = chromium.new_context()
+    page = context.new_page()
+    sign_in_new_user(page, live)
+    body = page.locator("main").inner_text()
+    assert "Maria Ruiz" in body
+    assert "Private relay" in body
+    assert "Apple emulator" in page.content()
+    page.screenshot(path=str(artifacts / "signin-dashboard.png"), full_page=True)
+
+    cookies = {c["name"]: c for c in context.cookies(live.url)}
+    session = cookies["siwa_session"]
+    assert session["httpOnly"] is True and session["sameSite"] == "Lax"
+    assert session["domain"] in ("localhost", "localhost.")  # host-only, no Domain attribute
+    assert "siwa_tx" not in cookies  # the transaction cookie was cleared after the callback
+
+    with live.app.app_context():
+        [row] = db.session.execute(select(WebSession)).scalars().all()
+        assert row.revoked_at is None and row.user_agent and "Chrome" in row.user_agent
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{live.url}/auth/login")
+    with live.app.app_context():
+        [row] = db.session.execute(select(WebSession)).scalars().all()
+        assert row.revoked_at is not None
+
+    # the old cookie, replayed in a fresh browser, no longer opens the dashboard
+    replay = chromium.new_context()
+    replay.add_cookies([{k: session[k] for k in ("name", "value", "domain", "path")}])
+    other = replay.new_page()
+    other.goto(f"{live.url}/dashboard")
+    assert "/auth/login" in other.url
+    replay.close()
+    context.close()
+
+
+def test_second_sign_in_gets_no_name_and_keeps_the_first(live_server, chromium):
+    live = live_server
+    context = chromium.new_context()
+    page = context.new_page()
+    sign_in_new_user(page, live, hide_email=False)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{live.url}/auth/login")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.wait_for_url(f"{live.emulator_url}/**")
+    page.get_by_role("button", name="Continue").click()  # the existing test user is preselected
+    page.wait_for_url(f"{live.url}/dashboard")
+    assert "Maria Ruiz" in page.locator("main").inner_text()
+    with live.app.app_context():
+        users = db.session.execute(select(User)).scalars().all()
+        assert len(users) == 1 and users[0].email == "maria@example.com"
+    context.close()
+
+
+def test_cancel_at_apple_returns_to_login(live_server, chromium):
+    live = live_server
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(f"{live.url}/auth/login")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.wait_for_url(f"{live.emulator_url}/**")
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_url(f"{live.url}/auth/login")
+    assert "cancelled" in page.locator("main").inner_text()
+    with live.app.app_context():
+        assert db.session.execute(select(User)).scalars().all() == []
+    context.close()
