@@ -56,6 +56,37 @@ def start_login(client, next_url: str | None = None, path: str = "/auth/apple/lo
     return LoginStart(params["state"][0], params["nonce"][0], resp.headers["Location"])
 
 
+CALLBACK = "/auth/apple/callback"
+
+
+def callback_form(fake_apple, start: LoginStart, *, sub=None, user=None, **claims) -> dict:
+    """What Apple's page POSTs to us after consent, for the transaction `start`."""
+    auth = fake_apple.authorize(nonce=start.nonce, sub=sub,
+                                redirect_uri="https://siwa.test/auth/apple/callback", **claims)
+    form = {"code": auth.code, "id_token": auth.id_token, "state": start.state}
+    if user is not None:
+        form["user"] = user
+    return form
+
+
+def sign_in(client, fake_apple, *, sub=None, user=None, next_url=None, **claims):
+    """Sign `client` in through the real flow (login → fake Apple → callback); returns the response."""
+    start = start_login(client, next_url)
+    return client.post(CALLBACK, data=callback_form(fake_apple, start, sub=sub, user=user,
+                                                     **claims))
+
+
+@pytest.fixture
+def signed_in(client, fake_apple):
+    """A test client signed in as a new user (Apple sub DEFAULT_SUB, name Maria Ruiz)."""
+    import json
+
+    user = json.dumps({"name": {"firstName": "Maria", "lastName": "Ruiz"}})
+    resp = sign_in(client, fake_apple, user=user)
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:300]
+    return client
+
+
 # --- live servers for real-browser tests ------------------------------------------------------
 
 

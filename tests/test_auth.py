@@ -9,7 +9,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from fixtures_web import CALLBACK
+from fixtures_web import callback_form
 from fixtures_web import csrf_token
+from fixtures_web import sign_in
 from fixtures_web import start_login
 from sqlalchemy import select
 from sqlalchemy import update
@@ -26,25 +29,8 @@ from siwa_web.models import User
 from siwa_web.models import WebSession
 from siwa_web.models.base import now_utc
 
-CALLBACK = "/auth/apple/callback"
 USER_JSON = json.dumps({"name": {"firstName": "Maria", "lastName": "Ruiz"},
                         "email": "ceo@example.com"})
-
-
-def callback_form(fake_apple, start, *, sub=None, user=None, **claims):
-    """What Apple's page POSTs to us after consent, for the transaction `start`."""
-    auth = fake_apple.authorize(nonce=start.nonce, sub=sub,
-                                redirect_uri="https://siwa.test/auth/apple/callback", **claims)
-    form = {"code": auth.code, "id_token": auth.id_token, "state": start.state}
-    if user is not None:
-        form["user"] = user
-    return form
-
-
-def sign_in(client, fake_apple, *, sub=None, user=None, next_url=None, **claims):
-    start = start_login(client, next_url)
-    return client.post(CALLBACK, data=callback_form(fake_apple, start, sub=sub, user=user,
-                                                     **claims))
 
 
 def logout(client):
