@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         hops = int(app.config["TRUST_PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
+    from . import apple_events
     from . import apple_service
     from . import auth
     from . import dashboard
@@ -58,6 +59,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     dashboard.init_app(app)
     token_service.init_app(app)
+    apple_events.init_app(app)
     return app
 
 

@@ -11,7 +11,7 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
-JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/")
+JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/", "/apple/")
 
 
 def new_reference() -> str:

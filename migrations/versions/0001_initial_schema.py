@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 06:03:54.982684
+Create Date: 2026-11-21 06:10:59.373158
 
 """
 from alembic import op
@@ -64,6 +64,13 @@ def upgrade():
     sa.Column('disabled_at', siwa_web.models.base.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('bundle_id')
+    )
+    op.create_table('notification_events',
+    sa.Column('jti', sa.String(length=255), nullable=False),
+    sa.Column('type', sa.String(length=40), nullable=False),
+    sa.Column('sub', sa.String(length=255), nullable=False),
+    sa.Column('received_at', siwa_web.models.base.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('jti')
     )
     op.create_table('pending_profiles',
     sa.Column('sub', sa.String(length=255), nullable=False),
@@ -237,6 +244,7 @@ def downgrade():
     op.drop_table('users')
     op.drop_table('signing_keys')
     op.drop_table('pending_profiles')
+    op.drop_table('notification_events')
     op.drop_table('clients')
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_events_user_id'))

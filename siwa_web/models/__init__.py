@@ -1,5 +1,6 @@
 """All models, importable from one place."""
 from .audit import AuditEvent
+from .notification import NotificationEvent
 from .oauth import Client
 from .oauth import RefreshToken
 from .oauth import SigningKey
@@ -19,6 +20,7 @@ __all__ = [
     "AuditEvent",
     "Client",
     "LoginTransaction",
+    "NotificationEvent",
     "PendingProfile",
     "RefreshToken",
     "SigningKey",

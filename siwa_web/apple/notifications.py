@@ -1,0 +1,92 @@
+"""Verify Apple's server-to-server notification JWS (apple.md §7): same keys as identity tokens.
+
+The payload has no top-level `sub`; `events` is a JSON-encoded string in real deliveries (an
+object in some docs) carrying `type`, `sub`, `event_time` (ms) and, for email events, `email`
+and `is_private_email`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .claims import as_bool
+from .errors import InvalidIdentityToken
+from .id_token import _check_times
+from .id_token import _header
+from .id_token import _verified_payload
+from .jwks import AppleKeySet
+
+MAX_FIELD = 255
+MAX_AGE = 2 * 86400  # Apple sets exp = iat + 1 day; older deliveries are refused
+
+
+@dataclass(frozen=True)
+class AppleEvent:
+    """One verified notification."""
+
+    jti: str
+    type: str
+    sub: str
+    aud: str
+    event_time: int | None = None
+    email: str | None = None
+    is_private_email: bool | None = None
+
+
+def verify_notification(
+    token: str, keys: AppleKeySet, *, audiences: Iterable[str], issuers: Iterable[str],
+    leeway: int, clock: Callable[[], float] = time.time,
+) -> AppleEvent:
+    """Return the event of a genuine, current notification addressed to one of our client ids.
+
+    :raises InvalidIdentityToken: any check failed (`reason` is short and safe to log).
+    :raises AppleUnavailable: Apple's keys could not be obtained.
+    """
+    header = _header(token)
+    payload = _verified_payload(token, keys.key_for(header["kid"]))
+    for name in ("iss", "aud", "iat", "exp", "jti", "events"):
+        if name not in payload:
+            raise InvalidIdentityToken(f"missing {name}")
+    if not isinstance(payload["iss"], str) or payload["iss"] not in tuple(issuers):
+        raise InvalidIdentityToken("invalid iss")
+    aud = payload["aud"]
+    if not isinstance(aud, str) or aud not in set(audiences):
+        raise InvalidIdentityToken("invalid aud")
+    _check_times(payload, clock(), leeway, MAX_AGE)
+    jti = _short_string(payload["jti"], "jti")
+    events = _events(payload["events"])
+    return AppleEvent(
+        jti=jti,
+        type=_short_string(events.get("type"), "type"),
+        sub=_short_string(events.get("sub"), "sub"),
+        aud=aud,
+        event_time=_int_or_none(events.get("event_time")),
+        email=events["email"] if isinstance(events.get("email"), str) else None,
+        is_private_email=(None if events.get("is_private_email") is None
+                          else as_bool(events["is_private_email"])),
+    )
+
+
+def _events(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidIdentityToken("malformed events") from exc
+    if not isinstance(value, dict):
+        raise InvalidIdentityToken("malformed events")
+    return value
+
+
+def _short_string(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_FIELD or not value.isprintable():
+        raise InvalidIdentityToken(f"invalid {name}")
+    return value
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
