@@ -15,9 +15,7 @@ from typing import Any
 
 from .claims import as_bool
 from .errors import InvalidIdentityToken
-from .id_token import _check_times
-from .id_token import _header
-from .id_token import _verified_payload
+from .id_token import verify_apple_jws
 from .jwks import AppleKeySet
 
 MAX_FIELD = 255
@@ -46,8 +44,7 @@ def verify_notification(
     :raises InvalidIdentityToken: any check failed (`reason` is short and safe to log).
     :raises AppleUnavailable: Apple's keys could not be obtained.
     """
-    header = _header(token)
-    payload = _verified_payload(token, keys.key_for(header["kid"]))
+    payload = verify_apple_jws(token, keys)
     for name in ("iss", "aud", "iat", "exp", "jti", "events"):
         if name not in payload:
             raise InvalidIdentityToken(f"missing {name}")
@@ -56,7 +53,7 @@ def verify_notification(
     aud = payload["aud"]
     if not isinstance(aud, str) or aud not in set(audiences):
         raise InvalidIdentityToken("invalid aud")
-    _check_times(payload, clock(), leeway, MAX_AGE)
+    _check_times(payload, clock(), leeway)
     jti = _short_string(payload["jti"], "jti")
     events = _events(payload["events"])
     return AppleEvent(
@@ -69,6 +66,17 @@ def verify_notification(
         is_private_email=(None if events.get("is_private_email") is None
                           else as_bool(events["is_private_email"])),
     )
+
+
+def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
+    exp, iat = payload["exp"], payload["iat"]
+    for value in (exp, iat):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidIdentityToken("invalid time claim")
+    if now >= exp + leeway:
+        raise InvalidIdentityToken("expired")
+    if iat > now + leeway or now - iat > MAX_AGE:
+        raise InvalidIdentityToken("iat out of range")
 
 
 def _events(value: Any) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""Talk to Apple over HTTP: authorize URL, code exchange, refresh, revoke, identity tokens."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+from urllib.parse import urlencode
+
+import requests
+
+from .claims import AppleClaims
+from .claims import AppleTokens
+from .client_secret import ClientSecretFactory
+from .errors import AppleMisconfigured
+from .errors import AppleRejected
+from .errors import AppleUnavailable
+from .id_token import verify_identity_token
+from .jwks import AppleKeySet
+from .settings import AppleSettings
+
+log = logging.getLogger("siwa_web.apple")
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+MAX_ERROR_TEXT = 200
+
+
+class AppleClient:
+    """One Apple team: a shared HTTP session, client secrets and Apple's key set.
+
+    Every call is sent once: Apple codes are single use, so a retry after the request left
+    could turn a timeout into invalid_grant (REL-06).
+    """
+
+    def __init__(self, settings: AppleSettings, session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.session = session or requests.Session()
+        self._clock = clock
+        self.client_secrets = ClientSecretFactory(
+            settings.team_id, settings.key_id, settings.private_key_pem, clock=clock)
+        self.keys = AppleKeySet(self._fetch_jwks, max_age=settings.jwks_max_age,
+                                refetch_cooldown=settings.jwks_refetch_cooldown, clock=clock)
+
+    def authorize_url(self, *, client_id: str, redirect_uri: str, state: str, nonce: str,
+                      scope: str = "name email", response_type: str = "code id_token",
+                      response_mode: str = "form_post") -> str:
+        """Where to send the browser; scopes require form_post, so that is the default."""
+        params = {"client_id": client_id, "redirect_uri": redirect_uri,
+                  "response_type": response_type, "response_mode": response_mode,
+                  "state": state, "nonce": nonce}
+        if scope:
+            params["scope"] = scope
+        return f"{self.settings.authorize_url}?{urlencode(params, quote_via=quote)}"
+
+    def exchange_code(self, *, client_id: str, code: str,
+                      redirect_uri: str | None = None) -> AppleTokens:
+        """Redeem an authorization code; omit redirect_uri for codes from native apps."""
+        form = {"client_id": client_id, "client_secret": self.client_secrets.get(client_id),
+                "code": code, "grant_type": "authorization_code"}
+        if redirect_uri is not None:
+            form["redirect_uri"] = redirect_uri
+        return _tokens(self._post("token", self.settings.token_url, form))
+
+    def refresh(self, *, client_id: str, refresh_token: str) -> AppleTokens:
+        """Validate a stored Apple refresh token (Apple asks for at most once a day)."""
+        form = {"client_id": client_id, "client_secret": self.client_secrets.get(client_id),
+                "grant_type": "refresh_token", "refresh_token": refresh_token}
+        return _tokens(self._post("refresh", self.settings.token_url, form))
+
+    def revoke(self, *, client_id: str, token: str,
+               token_type_hint: str = "refresh_token") -> None:
+        """Revoke a refresh or access token at Apple (account deletion, unlink)."""
+        form = {"client_id": client_id, "client_secret": self.client_secrets.get(client_id),
+                "token": token, "token_type_hint": token_type_hint}
+        self._post("revoke", self.settings.revoke_url, form)
+
+    def verify_id_token(self, token: str, *, audience: str, nonce: str | None = None,
+                        nonce_mode: str = "exact", code: str | None = None,
+                        access_token: str | None = None) -> AppleClaims:
+        """Verify with Apple's cached keys and this team's issuer/leeway/age settings."""
+        s = self.settings
+        return verify_identity_token(
+            token, self.keys, audience=audience, issuers=s.issuers, leeway=s.leeway,
+            max_age=s.id_token_max_age, nonce=nonce, nonce_mode=nonce_mode, code=code,
+            access_token=access_token, clock=self._clock)
+
+    def _post(self, what: str, url: str, form: dict[str, str]) -> dict[str, Any]:
+        try:
+            resp = self.session.post(url, data=form, timeout=self.settings.timeout,
+                                     allow_redirects=False, headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            log.warning("Apple %s call failed: %s", what, type(exc).__name__)
+            raise AppleUnavailable(f"Apple {what} call failed: {type(exc).__name__}") from exc
+        return _answer(what, resp)
+
+    def _fetch_jwks(self) -> dict[str, Any]:
+        try:
+            resp = self.session.get(self.settings.keys_url, timeout=self.settings.timeout,
+                                    allow_redirects=False, headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            raise AppleUnavailable(f"Apple keys call failed: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            raise AppleUnavailable(f"Apple keys call answered {resp.status_code}")
+        body = _json(resp)
+        if body is None:
+            raise AppleUnavailable("Apple keys call answered non-JSON")
+        return body
+
+
+def _answer(what: str, resp: requests.Response) -> dict[str, Any]:
+    """Map Apple's answer: 200 JSON passes, 400 OAuth errors are typed, the rest is an outage."""
+    body = _json(resp)
+    if resp.status_code == 200 and (body is not None or what == "revoke"):
+        return body or {}
+    error = body.get("error") if body is not None else None
+    if resp.status_code in (400, 401) and isinstance(error, str) and error:
+        error = _clean(error)
+        description = body.get("error_description") if body is not None else None
+        description = _clean(description) if isinstance(description, str) else None
+        log.warning("Apple %s call rejected: status=%s error=%s error_description=%s",
+                    what, resp.status_code, error, description)
+        if error == "invalid_client":
+            raise AppleMisconfigured(error, description)
+        raise AppleRejected(error, description)
+    log.warning("Apple %s call answered status=%s with %s", what, resp.status_code,
+                "JSON" if body is not None else "a non-JSON body")
+    raise AppleUnavailable(f"Apple {what} call answered {resp.status_code}")
+
+
+def _tokens(body: dict[str, Any]) -> AppleTokens:
+    """A token answer must carry a JWS-shaped id_token; anything else is garbage (503)."""
+    id_token = body.get("id_token")
+    if not isinstance(id_token, str) or not _JWS.fullmatch(id_token):
+        log.warning("Apple token call answered 200 without a usable id_token")
+        raise AppleUnavailable("Apple answered without a usable id_token")
+    expires_in = body.get("expires_in")
+    return AppleTokens(
+        id_token=id_token,
+        access_token=_str_or_none(body.get("access_token")),
+        refresh_token=_str_or_none(body.get("refresh_token")),
+        expires_in=expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool)
+        else None,
+    )
+
+
+def _json(resp: requests.Response) -> dict[str, Any] | None:
+    try:
+        body = resp.json()
+    except (ValueError, RecursionError):  # JSONDecodeError, bad encodings, absurd nesting
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _clean(text: str) -> str:
+    """Apple's error text is logged and shown: printable ASCII only, bounded length."""
+    return _UNSAFE.sub("?", text)[:MAX_ERROR_TEXT]
