@@ -32,6 +32,8 @@ APPLE_JWKS_MAX_AGE = 24 * 3600  # serve cached Apple keys at most this long
 APPLE_JWKS_REFETCH_COOLDOWN = 30  # seconds between refetches on an unknown kid
 APPLE_TOKEN_LEEWAY = 60
 APPLE_ID_TOKEN_MAX_AGE = 24 * 3600 + 60  # reject identity tokens issued longer ago
+EMULATOR_BUNDLE_IDS: list[str] = []  # extra native bundle ids the emulator accepts
+EMULATOR_NOTIFICATION_URL = None  # default: <ISSUER>/apple/notifications
 
 # --- Web sign-in ------------------------------------------------------------------------------
 LOGIN_TRANSACTION_TTL = 600

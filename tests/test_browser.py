@@ -100,3 +100,24 @@ def test_cancel_at_apple_returns_to_login(live_server, chromium):
     with live.app.app_context():
         assert db.session.execute(select(User)).scalars().all() == []
     context.close()
+
+
+def test_apple_consent_revoked_notification_ends_the_session(live_server, chromium):
+    """The emulator plays "Stop using Apple ID" and sends its signed notification to us."""
+    import requests
+
+    live = live_server
+    context = chromium.new_context()
+    page = context.new_page()
+    sign_in_new_user(page, live)
+    users = requests.get(f"{live.emulator_url}/__emulator/users", timeout=5).json()["users"]
+    [apple_user] = [u for u in users if u["email"] == "maria@example.com"]
+    answer = requests.post(f"{live.emulator_url}/__emulator/users/{apple_user['id']}/revoke",
+                           json={"notify": True}, timeout=10).json()
+    assert answer["notification"]["status"] == 200, answer
+    page.goto(f"{live.url}/dashboard")
+    assert "/auth/login" in page.url
+    with live.app.app_context():
+        [row] = db.session.execute(select(WebSession)).scalars().all()
+        assert row.revoked_reason == "apple consent revoked"
+    context.close()

@@ -100,3 +100,18 @@ def test_https_issuer_gets_host_prefixed_secure_cookie(app):
     assert app.config["SESSION_COOKIE_NAME"] == "__Host-siwa"
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_mounted_emulator_is_reached_in_process(app_config):
+    """`make run` mode: the app's Apple calls go straight to the mounted emulator, no socket."""
+    from siwa_web.apple_service import apple_client
+
+    cfg = {k: v for k, v in app_config.items()
+           if not k.startswith("APPLE_")} | {"ISSUER": "http://localhost:59999"}
+    app = create_app(cfg)
+    assert app.config["APPLE_BASE_URL"] == "http://localhost:59999/__apple"
+    with app.app_context():
+        keys = apple_client().session.get("http://localhost:59999/__apple/auth/keys").json()
+        kid = keys["keys"][0]["kid"]
+        assert apple_client().keys.key_for(kid) is not None
+    assert app.test_client().get("/__apple/auth/keys").json == keys
