@@ -41,6 +41,12 @@ SESSION_IDLE_TIMEOUT = 14 * 24 * 3600
 SESSION_ABSOLUTE_TIMEOUT = 30 * 24 * 3600
 SESSION_TOUCH_INTERVAL = 60  # write last_seen at most this often
 FRESH_LOGIN_MAX_AGE = 300  # account deletion needs a sign-in at most this old
+
+# --- Apple revocation outbox (account deletion, unlink) -------------------------------------
+APPLE_REVOCATION_BACKOFF_BASE = 60  # seconds before the first retry; doubles each time
+APPLE_REVOCATION_BACKOFF_MAX = 6 * 3600  # never wait longer than this between attempts
+APPLE_REVOCATION_ALERT_ATTEMPTS = 8  # `flask apple retry-revocations` exits 1 from here on
+APPLE_REVOCATION_LEASE = 300  # a claimed row is not picked again for this long
 SESSION_COOKIE_NAME = None  # default: __Host-siwa when ISSUER is https, else siwa_session
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True

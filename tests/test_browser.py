@@ -53,7 +53,7 @@ def test_sign_in_lands_on_dashboard_and_logout_ends_session(live_server, chromiu
         [row] = db.session.execute(select(WebSession)).scalars().all()
         assert row.revoked_at is None and row.user_agent and "Chrome" in row.user_agent
 
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(f"{live.url}/auth/login")
     with live.app.app_context():
         [row] = db.session.execute(select(WebSession)).scalars().all()
@@ -74,7 +74,7 @@ def test_second_sign_in_gets_no_name_and_keeps_the_first(live_server, chromium):
     context = chromium.new_context()
     page = context.new_page()
     sign_in_new_user(page, live, hide_email=False)
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(f"{live.url}/auth/login")
     page.get_by_role("link", name="Sign in with Apple").click()
     page.wait_for_url(f"{live.emulator_url}/**")
