@@ -75,6 +75,7 @@ def sign_in(
     Conflict-safe: concurrent first sign-ins of one `sub` race on the UNIQUE(sub) index inside a
     savepoint; the loser re-reads the winner's row, so one `sub` always yields one user.
     """
+    begin_write()
     identity = find_identity(claims.sub)
     created = False
     if identity is None:
@@ -88,6 +89,24 @@ def sign_in(
     if apple_refresh_token:
         store_apple_token(identity, apple_client_id, apple_refresh_token)
     return user, identity, created
+
+
+def begin_write() -> None:
+    """Open a real transaction before the savepoint below, so a sign-in commits as one unit.
+
+    pysqlite (in its default, legacy transaction mode) only opens a transaction before a write;
+    a SAVEPOINT issued outside one starts it instead, and releasing that savepoint COMMITS —
+    the user and identity would be durable before the rest of the sign-in. An explicit BEGIN
+    keeps the whole sign-in one transaction on SQLite too; IMMEDIATE takes the write lock now
+    (waiting up to busy_timeout), so reads inside it cannot turn into "database is locked"
+    when it later writes. Other databases need nothing.
+    """
+    connection = db.session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    driver = connection.connection.dbapi_connection
+    if driver is not None and driver.isolation_level is not None and not driver.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _create_identity(
@@ -129,8 +148,13 @@ def store_apple_token(identity: AppleIdentity, client_id: str, refresh_token: st
     """Keep Apple's refresh token encrypted, per Apple client id, for later revocation."""
     row = next((t for t in identity.apple_tokens if t.client_id == client_id), None)
     if row is None:
-        row = AppleToken(identity=identity, client_id=client_id)
-        db.session.add(row)
+        try:
+            with db.session.begin_nested():  # a concurrent sign-in may insert it first
+                row = AppleToken(identity=identity, client_id=client_id)
+                db.session.add(row)
+        except IntegrityError:
+            db.session.expire(identity, ["apple_tokens"])
+            row = next(t for t in identity.apple_tokens if t.client_id == client_id)
     row.refresh_token_encrypted = cipher().encrypt(refresh_token)
     row.last_used_at = now_utc()
     row.invalidated_at = None

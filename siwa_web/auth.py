@@ -17,6 +17,7 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required
+from sqlalchemy.exc import OperationalError
 
 from . import audit
 from . import login_tx
@@ -181,6 +182,11 @@ def _callback_error(exc: Exception) -> ResponseReturnValue:
         return _fail(403, "That Apple ID is not linked to this account",
                      "Please confirm with an Apple ID linked to the account you are signed "
                      "in to.", "reauth with a foreign Apple ID")
+    if isinstance(exc, OperationalError):
+        log.error("database unavailable during sign-in: %s", type(exc.orig).__name__)
+        return _fail(503, "We could not finish signing you in",
+                     "Our database did not answer. Nothing was changed.", "database unavailable",
+                     action="Wait a minute, then start again.", headers={"Retry-After": "30"})
     if isinstance(exc, AccountDisabled):
         return _fail(403, "This account is disabled", "Signing in is not possible.",
                      "account disabled")

@@ -1,6 +1,55 @@
-"""Placeholder: filled in by the work on this area."""
+"""Wire siwa-web's own token service into the app: server, error rendering, blueprints, CLI."""
+from __future__ import annotations
+
+import logging
+
 from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import jsonify
+
+from .oauth import AuthorizationServer
+from .oauth import TokenSettings
+from .oauth.errors import OAuth2Error
+from .oauth.grants import RefreshTokenGrant
+from .oauth.grants import TokenExchangeGrant
+
+log = logging.getLogger(__name__)
+EXTENSION = "siwa_oauth"
+
+
+def server() -> AuthorizationServer:
+    """Return the current app's authorization server."""
+    return current_app.extensions[EXTENSION]
+
+
+def _apple_client():
+    from .apple_service import apple_client
+
+    return apple_client()
+
+
+def render_error(error: OAuth2Error) -> Response:
+    """The one renderer of protocol errors: RFC 6749 JSON, the class's status and headers."""
+    response = jsonify(error.get_body())
+    response.status_code = error.status_code
+    for name, value in error.get_headers():
+        response.headers[name] = value
+    return response
 
 
 def init_app(app: Flask) -> None:
-    """Nothing to wire yet."""
+    """Build the server, register grants, the error handler, blueprints and CLI commands."""
+    from . import api
+    from . import cli_tokens
+    from . import oauth_views
+
+    settings = TokenSettings.from_config(app.config)
+    oauth_server = AuthorizationServer(settings, apple_client=_apple_client)
+    oauth_server.register_grant(TokenExchangeGrant)
+    oauth_server.register_grant(RefreshTokenGrant)
+    app.extensions[EXTENSION] = oauth_server
+    app.register_error_handler(OAuth2Error, render_error)
+    oauth_views.init_app(app)
+    api.init_app(app)
+    cli_tokens.init_app(app)

@@ -474,3 +474,27 @@ def test_no_secrets_in_logs(client, app, fake_apple, caplog):
     secrets_ += [r.get("client_secret", "") for r in fake_apple.token_requests]
     for secret in filter(None, secrets_):
         assert secret not in text
+
+
+def test_database_failure_at_commit_is_503_and_writes_nothing(client, app, fake_apple,
+                                                              monkeypatch):
+    """The whole sign-in is one transaction, on SQLite too (no savepoint auto-commit)."""
+    from sqlalchemy.exc import OperationalError
+
+    start = start_login(client)
+    form = callback_form(fake_apple, start, user=json.dumps({"name": {"firstName": "A"}}))
+    real_commit = db.session.commit
+    calls = []
+
+    def failing_commit():
+        calls.append(1)
+        if len(calls) == 3:  # 1: state consumed, 2: pending name saved, 3: the sign-in itself
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        real_commit()
+
+    monkeypatch.setattr(db.session, "commit", failing_commit)
+    resp = client.post(CALLBACK, data=form)
+    monkeypatch.undo()
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    assert rows(app, User) == [] and rows(app, AppleIdentity) == []
+    assert rows(app, WebSession) == [] and rows(app, AppleToken) == []

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Play a native iOS app against a running siwa-web and its Apple emulator.
+
+    flask clients create --name "Demo iOS" --bundle-id com.example.demo   # note the client_id
+    flask run                                                              # emulator at /__apple
+    python scripts/native_demo.py --client-id cli_... --bundle-id com.example.demo
+
+Steps, as an app would do them: sign in with Apple on the "device" (the emulator hands out the
+credential an `ASAuthorizationAppleIDCredential` carries), exchange the authorization code at
+/oauth/token, call /api/me, refresh, revoke, and show that the revoked session is dead.
+Exits 0 when every step behaved as documented in docs/native.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import secrets
+import sys
+
+import requests
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+APPLE_CODE = "http://auth0.com/oauth/token-type/apple-authz-code"
+
+
+class DemoFailed(Exception):
+    pass
+
+
+class Demo:
+    def __init__(self, base_url: str, apple_url: str, client_id: str, bundle_id: str,
+                 quiet: bool = False) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.apple_url = apple_url.rstrip("/")
+        self.client_id = client_id
+        self.bundle_id = bundle_id
+        self.quiet = quiet
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = "siwa-native-demo/1.0 (simulated iOS)"
+
+    def say(self, step: str, data: object = None) -> None:
+        if self.quiet:
+            return
+        print(f"\n== {step}")
+        if data is not None:
+            print(json.dumps(data, indent=2, sort_keys=True) if not isinstance(data, str) else data)
+
+    def expect(self, response: requests.Response, status: int, what: str) -> dict:
+        body = response.json() if response.content else {}
+        if response.status_code != status:
+            raise DemoFailed(f"{what}: expected {status}, got {response.status_code} {body}")
+        return body
+
+    def device_sign_in(self, raw_nonce: str) -> dict:
+        """What Sign in with Apple returns on the device; Apple gets SHA256(raw nonce)."""
+        response = self.http.post(self.apple_url + "/__emulator/native/authorize", json={
+            "bundle_id": self.bundle_id, "email": "demo@example.com", "first_name": "Demo",
+            "last_name": "User", "nonce": hashlib.sha256(raw_nonce.encode()).hexdigest()})
+        credential = self.expect(response, 200, "emulator native sign-in")
+        self.say("1. Apple credential on the device", {
+            "user": credential["user"], "fullName": credential["fullName"],
+            "authorizationCode": credential["authorizationCode"][:12] + "..."})
+        return credential
+
+    def exchange(self, credential: dict, raw_nonce: str) -> dict:
+        full_name = credential.get("fullName") or {}
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": credential["authorizationCode"],
+            "subject_token_type": APPLE_CODE,
+            "client_id": self.client_id,
+            "scope": "openid profile email offline_access",
+            "nonce": raw_nonce,
+        }
+        if full_name:  # only on the first authorization: send it, or it is lost
+            form["user_profile"] = json.dumps({"name": {
+                "firstName": full_name.get("givenName"), "lastName": full_name.get("familyName")}})
+        tokens = self.expect(self.http.post(self.base_url + "/oauth/token", data=form), 200,
+                             "token exchange")
+        self.say("2. POST /oauth/token (token exchange)", _shorten(tokens))
+        return tokens
+
+    def me(self, access_token: str, status: int = 200) -> dict:
+        response = self.http.get(self.base_url + "/api/me",
+                                 headers={"Authorization": f"Bearer {access_token}"})
+        body = self.expect(response, status, "GET /api/me")
+        if status != 200:
+            body = {"status": response.status_code,
+                    "WWW-Authenticate": response.headers.get("WWW-Authenticate")}
+        return body
+
+    def refresh(self, refresh_token: str) -> dict:
+        tokens = self.expect(self.http.post(self.base_url + "/oauth/token", data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token,
+            "client_id": self.client_id}), 200, "refresh")
+        if tokens["refresh_token"] == refresh_token:
+            raise DemoFailed("refresh did not rotate the refresh token")
+        self.say("4. POST /oauth/token (refresh_token): a new refresh token", _shorten(tokens))
+        return tokens
+
+    def revoke(self, refresh_token: str) -> None:
+        response = self.http.post(self.base_url + "/oauth/revoke", data={
+            "token": refresh_token, "token_type_hint": "refresh_token",
+            "client_id": self.client_id})
+        if response.status_code != 200:
+            raise DemoFailed(f"revoke: {response.status_code} {response.text}")
+        self.say("5. POST /oauth/revoke: 200")
+
+    def run(self) -> None:
+        config = self.expect(self.http.get(self.base_url + "/.well-known/openid-configuration"),
+                             200, "discovery")
+        if TOKEN_EXCHANGE not in config["grant_types_supported"]:
+            raise DemoFailed("the server does not offer the token exchange")
+        raw_nonce = secrets.token_urlsafe(32)
+        credential = self.device_sign_in(raw_nonce)
+        tokens = self.exchange(credential, raw_nonce)
+        self.say("3. GET /api/me", self.me(tokens["access_token"]))
+        rotated = self.refresh(tokens["refresh_token"])
+        self.say("   GET /api/me with the new access token", self.me(rotated["access_token"]))
+        self.revoke(rotated["refresh_token"])
+        self.say("6. GET /api/me after revocation", self.me(rotated["access_token"], status=401))
+        gone = self.http.post(self.base_url + "/oauth/token", data={
+            "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"],
+            "client_id": self.client_id})
+        self.say("   refresh after revocation", self.expect(gone, 400, "refresh after revoke"))
+        self.say("done: sign-in, API call, refresh and revocation behaved as documented")
+
+
+def _shorten(tokens: dict) -> dict:
+    return {k: (v[:16] + "..." if k.endswith("token") and isinstance(v, str) else v)
+            for k, v in tokens.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Play a native iOS app against siwa-web.")
+    parser.add_argument("--base-url", default="http://localhost:5000", help="siwa-web's ISSUER")
+    parser.add_argument("--apple-url", help="the emulator (default: <base-url>/__apple)")
+    parser.add_argument("--client-id", required=True, help="from `flask clients create`")
+    parser.add_argument("--bundle-id", required=True, help="the client's bundle id")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    demo = Demo(args.base_url, args.apple_url or args.base_url.rstrip("/") + "/__apple",
+                args.client_id, args.bundle_id, quiet=args.quiet)
+    try:
+        demo.run()
+    except (DemoFailed, requests.RequestException) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Blueprint `api`: OpenID Connect userinfo and a sample protected API, both Bearer-only."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from flask import Flask
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+
+from .extensions import csrf
+from .oauth import scopes
+from .protect import current_principal
+from .protect import require_token
+
+bp = Blueprint("api", __name__)
+
+
+def _claims(principal, granted: frozenset[str]) -> dict[str, Any]:
+    """The user's standard claims, limited to what the token's scopes allow (OIDC Core §5.4)."""
+    claims: dict[str, Any] = {"sub": principal.user_id}
+    if scopes.EMAIL in granted and principal.email:
+        claims["email"] = principal.email
+        claims["email_verified"] = principal.email_verified
+    if scopes.PROFILE in granted:
+        name = " ".join(p for p in (principal.first_name, principal.last_name) if p)
+        if name:
+            claims["name"] = name
+        if principal.first_name:
+            claims["given_name"] = principal.first_name
+        if principal.last_name:
+            claims["family_name"] = principal.last_name
+    return claims
+
+
+def _no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.get("/userinfo")
+@require_token(scopes.OPENID)
+def userinfo() -> ResponseReturnValue:
+    """Return the signed-in user's claims (OpenID Connect Core §5.3)."""
+    return _no_store(jsonify(_claims(current_principal, current_principal.token.scopes)))
+
+
+@bp.get("/api/me")
+@require_token()
+def me() -> ResponseReturnValue:
+    """Sample protected API: who is calling, through which app, with which scopes."""
+    token = current_principal.token
+    return _no_store(jsonify({
+        **_claims(current_principal, token.scopes),
+        "client_id": token.client_id,
+        "scope": " ".join(sorted(token.scopes)),
+        "expires_at": token.exp,
+    }))
+
+
+def init_app(app: Flask) -> None:
+    csrf.exempt(bp)
+    app.register_blueprint(bp)

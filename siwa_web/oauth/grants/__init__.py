@@ -1,0 +1,6 @@
+"""Grant types of the token endpoint, one class each, registered by `grant_type`."""
+from .base import BaseGrant
+from .refresh_token import RefreshTokenGrant
+from .token_exchange import TokenExchangeGrant
+
+__all__ = ["BaseGrant", "RefreshTokenGrant", "TokenExchangeGrant"]

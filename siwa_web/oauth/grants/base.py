@@ -1,0 +1,127 @@
+"""What every grant shares: two phases (validate, then respond), the client check, the response."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import ClassVar
+
+from ...models import Client
+from ...models import User
+from .. import clients
+from .. import scopes as scope_rules
+from .. import tokens
+from ..errors import InvalidClientError
+from ..requests import TokenRequest
+
+if TYPE_CHECKING:
+    from ..server import AuthorizationServer
+
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+@dataclass(frozen=True)
+class Grantee:
+    """What the response needs about the user, captured before commit expires the ORM rows."""
+
+    id: str
+    email: str | None
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+
+    @classmethod
+    def of(cls, user: User) -> Grantee:
+        return cls(user.id, user.email, bool(user.email_verified), user.first_name, user.last_name)
+
+    def profile_claims(self, scopes: tuple[str, ...]) -> dict[str, Any]:
+        """OIDC standard claims for the granted scopes (Core §5.4)."""
+        claims: dict[str, Any] = {}
+        if scope_rules.EMAIL in scopes and self.email:
+            claims["email"] = self.email
+            claims["email_verified"] = self.email_verified
+        if scope_rules.PROFILE in scopes:
+            name = " ".join(p for p in (self.first_name, self.last_name) if p)
+            if name:
+                claims["name"] = name
+            if self.first_name:
+                claims["given_name"] = self.first_name
+            if self.last_name:
+                claims["family_name"] = self.last_name
+        return claims
+
+
+class BaseGrant:
+    """A token-endpoint grant: `validate_token_request()`, then `create_token_response()`.
+
+    Validation must not change anything (and must not call Apple); the response phase does
+    the work in one transaction and signs tokens only after the commit.
+    """
+
+    GRANT_TYPE: ClassVar[str]
+    AUDIT_EVENT: ClassVar[str]
+    #: Spellings seen in the wild that should get a helpful unsupported_grant_type.
+    MISSPELLINGS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, server: AuthorizationServer, request: TokenRequest) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.request = request
+        self.client: Client | None = None
+        self.user_id: str | None = None  # for the audit trail once known
+
+    def validate_token_request(self) -> None:
+        raise NotImplementedError
+
+    def create_token_response(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def audit_client_id(self) -> str | None:
+        if self.client is not None:
+            return self.client.id
+        values = self.request.params.get("client_id") or [None]
+        return values[0]
+
+    def _validate_client(self) -> Client:
+        """:raises InvalidClientError: unless client_id names an enabled client."""
+        client_id = self.request.client_id
+        client = clients.get_active(client_id)
+        if client is None:
+            raise InvalidClientError(reason="client_unknown" if client_id else "client_missing")
+        return client
+
+    def _token_body(
+        self,
+        *,
+        grantee: Grantee,
+        audience: str,
+        scopes: tuple[str, ...],
+        family_id: str,
+        auth_time: int,
+        refresh_token: str | None,
+        nonce: str | None = None,
+    ) -> dict[str, Any]:
+        """Sign the access token (and the ID token when `openid` was granted) and shape the JSON."""
+        assert self.client is not None
+        ring, settings, now = self.server.keys, self.settings, int(time.time())
+        scope = scope_rules.join(scopes)
+        access = tokens.issue_access_token(
+            ring, settings, user_id=grantee.id, client_id=self.client.id, audience=audience,
+            scope=scope, family_id=family_id, auth_time=auth_time, now=now,
+        )
+        body: dict[str, Any] = {
+            "access_token": access.value,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+            "scope": scope,
+        }
+        if scope_rules.OPENID in scopes:
+            body["id_token"] = tokens.issue_id_token(
+                ring, settings, user_id=grantee.id, client_id=self.client.id, auth_time=auth_time,
+                family_id=family_id, profile=grantee.profile_claims(scopes), nonce=nonce, now=now,
+            )
+        if refresh_token is not None:
+            body["refresh_token"] = refresh_token
+        return body

@@ -1,0 +1,237 @@
+"""Issue and verify our JWTs: RFC 9068 access tokens (`typ: at+jwt`) and ID tokens (`typ: JWT`).
+
+The two kinds are kept apart on purpose (RFC 8725 §3.11–3.12): different `typ`, and different
+audiences — an access token's `aud` is an API identifier, an ID token's `aud` is the client id
+— so neither can be replayed as the other.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from .config import TokenSettings
+from .keys import KeyRing
+from .keys import LoadedKey
+
+ACCESS_TOKEN_TYP = "at+jwt"
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+ID_TOKEN_TYP = "JWT"
+MAX_JWT_LENGTH = 8 * 1024
+MAX_KID_LENGTH = 64
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+REQUIRED_AT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id", "sid")
+
+
+class TokenInvalid(Exception):
+    """A JWT failed verification; `reason` is safe to log (never the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """The verified claims of one of our access tokens."""
+
+    sub: str
+    client_id: str
+    audience: str
+    scopes: frozenset[str]
+    family_id: str
+    jti: str
+    exp: int
+    auth_time: int | None
+    claims: dict[str, Any]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    value: str
+    jti: str
+    expires_in: int
+
+
+def _sign(ring: KeyRing, typ: str, claims: dict[str, Any]) -> str:
+    key = ring.signer()
+    header = {"alg": key.alg, "typ": typ, "kid": key.kid}
+    return jwt.encode(header, claims, key.private, algorithms=[key.alg])
+
+
+def issue_access_token(
+    ring: KeyRing,
+    settings: TokenSettings,
+    *,
+    user_id: str,
+    client_id: str,
+    audience: str,
+    scope: str,
+    family_id: str,
+    auth_time: int,
+    now: int | None = None,
+) -> IssuedToken:
+    """Sign an RFC 9068 access token; `sid` names the family so APIs can see revocation at once."""
+    now = int(now or time.time())
+    jti = str(uuid.uuid4())
+    claims = {
+        "iss": settings.issuer,
+        "sub": user_id,
+        "aud": audience,
+        "exp": now + settings.access_token_ttl,
+        "iat": now,
+        "jti": jti,
+        "client_id": client_id,
+        "scope": scope,
+        "auth_time": auth_time,
+        "sid": family_id,
+    }
+    return IssuedToken(_sign(ring, ACCESS_TOKEN_TYP, claims), jti, settings.access_token_ttl)
+
+
+def issue_id_token(
+    ring: KeyRing,
+    settings: TokenSettings,
+    *,
+    user_id: str,
+    client_id: str,
+    auth_time: int,
+    family_id: str,
+    profile: dict[str, Any] | None = None,
+    nonce: str | None = None,
+    now: int | None = None,
+) -> str:
+    """Sign an OpenID Connect ID token for the client (`aud` = client id)."""
+    now = int(now or time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": user_id,
+        "aud": client_id,
+        "exp": now + settings.id_token_ttl,
+        "iat": now,
+        "auth_time": auth_time,
+        "sid": family_id,
+        **(profile or {}),
+    }
+    if nonce is not None:
+        claims["nonce"] = nonce
+    return _sign(ring, ID_TOKEN_TYP, claims)
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+def _b64json(segment: str, limit: int) -> dict[str, Any]:
+    if len(segment) > limit:
+        raise TokenInvalid("segment_too_large")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise TokenInvalid("malformed") from exc
+    if not isinstance(data, dict):
+        raise TokenInvalid("malformed")
+    return data
+
+
+def _verified(ring: KeyRing, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check shape, header and signature; return (header, claims). No claim checks yet."""
+    if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH or not _COMPACT_JWS.match(token):
+        raise TokenInvalid("malformed")
+    header = _b64json(token.split(".", 1)[0], 2048)
+    if "crit" in header:
+        raise TokenInvalid("crit_unsupported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+        raise TokenInvalid("kid_invalid")
+    key: LoadedKey | None = ring.verification_key(kid)
+    if key is None:
+        raise TokenInvalid("kid_unknown")
+    # The algorithm comes from our key, never from the token header (RFC 8725 §3.1).
+    if header.get("alg") != key.alg:
+        raise TokenInvalid("alg_not_allowed")
+    try:
+        decoded = jwt.decode(token, key.public, algorithms=[key.alg])
+    except (JoseError, ValueError, TypeError) as exc:
+        raise TokenInvalid("bad_signature") from exc
+    return header, decoded.claims
+
+
+def _check_times(claims: dict[str, Any], now: int, leeway: int) -> None:
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        raise TokenInvalid("time_claims_invalid")
+    if now >= exp + leeway:
+        raise TokenInvalid("expired")
+    if iat > now + 60:
+        raise TokenInvalid("issued_in_future")
+
+
+def verify_access_token(
+    ring: KeyRing, settings: TokenSettings, token: str, *, audience: str, leeway: int = 0,
+    now: int | None = None,
+) -> AccessToken:
+    """Verify one of our access tokens for the API `audience` (RFC 9068 §4).
+
+    Checks shape and size, `typ` = at+jwt, the algorithm of the key named by `kid` (never keys
+    supplied in the header: `jku`, `x5u`, `jwk` and `x5c` are ignored), the signature, `iss`,
+    `aud`, `exp`, `iat` and the presence of every claim we rely on. The caller checks that the
+    family is alive. :raises TokenInvalid:
+    """
+    header, claims = _verified(ring, token)
+    if not isinstance(header.get("typ"), str) or header["typ"].lower() not in ACCESS_TOKEN_TYPES:
+        raise TokenInvalid("typ_not_at_jwt")
+    if any(claims.get(name) is None for name in REQUIRED_AT_CLAIMS):
+        raise TokenInvalid("claim_missing")
+    if claims["iss"] != settings.issuer:
+        raise TokenInvalid("iss_mismatch")
+    if claims["aud"] != audience:
+        raise TokenInvalid("aud_mismatch")
+    _check_times(claims, int(now or time.time()), leeway)
+    scope = claims.get("scope") or ""
+    if not all(isinstance(claims[c], str) for c in ("sub", "client_id", "sid", "jti")) \
+            or not isinstance(scope, str):
+        raise TokenInvalid("claim_type")
+    auth_time = claims.get("auth_time")
+    return AccessToken(
+        sub=claims["sub"],
+        client_id=claims["client_id"],
+        audience=claims["aud"],
+        scopes=frozenset(scope.split()),
+        family_id=claims["sid"],
+        jti=claims["jti"],
+        exp=claims["exp"],
+        auth_time=auth_time if isinstance(auth_time, int) else None,
+        claims=claims,
+    )
+
+
+def identify(
+    ring: KeyRing, settings: TokenSettings, token: str
+) -> tuple[str, dict[str, Any]] | None:
+    """For revocation: if `token` is a JWT we signed, return ("access_token"|"id_token", claims).
+
+    Expiry is checked (an expired token is "invalid", RFC 7009 §2.2); audience is not, since the
+    caller compares `client_id` itself. Returns None for anything else.
+    """
+    try:
+        header, claims = _verified(ring, token)
+        if claims.get("iss") != settings.issuer:
+            return None
+        _check_times(claims, int(time.time()), 0)
+    except TokenInvalid:
+        return None
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES:
+        return "access_token", claims
+    return "id_token", claims

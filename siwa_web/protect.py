@@ -1,0 +1,78 @@
+"""`@require_token(scope)`: Bearer access tokens for our JSON APIs (RFC 6750); `current_token`."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import g
+from flask import request
+from werkzeug.local import LocalProxy
+
+from .oauth import Principal
+from .oauth.errors import InsufficientScopeError
+from .oauth.errors import InvalidBearerRequestError
+from .oauth.errors import InvalidTokenError
+from .oauth.errors import MissingTokenError
+from .token_service import server
+
+
+def _bearer_token() -> str:
+    """Return the token from `Authorization: Bearer`; only the header is accepted.
+
+    :raises MissingTokenError: no Bearer credentials (a token in the query string does not count).
+    :raises InvalidBearerRequestError: the token was also sent in the query or the body.
+    :raises InvalidTokenError: the header is malformed.
+    """
+    header = request.headers.get("Authorization")
+    elsewhere = "access_token" in request.args or (
+        request.mimetype == "application/x-www-form-urlencoded" and "access_token" in request.form
+    )
+    if header is None:
+        raise MissingTokenError(reason="no_credentials")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise MissingTokenError(reason="not_bearer")
+    if elsewhere:
+        raise InvalidBearerRequestError(reason="token_in_two_places")
+    token = token.strip()
+    if not token:
+        raise InvalidTokenError(reason="empty_token")
+    return token
+
+
+def authenticate(scope: str | None = None, audience: str | None = None) -> Principal:
+    """Verify the request's Bearer token (and scope); store and return the principal."""
+    principal = server().authenticate(_bearer_token(), audience=audience)
+    if scope is not None and not principal.token.has_scope(scope):
+        raise InsufficientScopeError(scope, reason="insufficient_scope")
+    g.siwa_principal = principal
+    return principal
+
+
+def require_token(scope: str | None = None, *, audience: str | None = None) -> Callable:
+    """Decorate a view so that it runs only with a valid access token for `audience`.
+
+    `audience` defaults to DEFAULT_AUDIENCE; `scope`, if given, must be granted.
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            authenticate(scope, audience)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _current_principal() -> Principal:
+    principal = g.get("siwa_principal")
+    if principal is None:
+        raise RuntimeError("current_token used outside a @require_token view")
+    return principal
+
+
+current_principal: Principal = LocalProxy(_current_principal)  # type: ignore[assignment]
+current_token = LocalProxy(lambda: _current_principal().token)
