@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import emulator
     from . import errors
     from . import logs
+    from . import maintenance
     from . import models  # noqa: F401  (register tables for migrations)
     from . import security
     from . import sessions
@@ -60,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     dashboard.init_app(app)
     token_service.init_app(app)
     apple_events.init_app(app)
+    maintenance.init_app(app)
     return app
 
 

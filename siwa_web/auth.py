@@ -34,6 +34,7 @@ from .errors import new_reference
 from .errors import render_error
 from .extensions import csrf
 from .extensions import db
+from .extensions import limiter
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def login() -> ResponseReturnValue:
 
 
 @bp.get("/apple/login")
+@limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"])
 def start() -> ResponseReturnValue:
     """Start a login transaction and send the browser to Apple."""
     return _to_apple("login", safe_next(request.args.get("next")))

@@ -66,3 +66,8 @@ SIGNING_KEY_CACHE_SECONDS = 5  # each worker re-reads the published key list at 
 RATELIMIT_STORAGE_URI = "memory://"
 RATELIMIT_TOKEN_PER_IP = "60/minute"
 RATELIMIT_TOKEN_PER_CLIENT = "600/minute"
+RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bots from piling up
+
+# --- Retention (`flask prune`) ----------------------------------------------------------------
+PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long
+AUDIT_RETENTION_DAYS = 365
