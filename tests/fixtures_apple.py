@@ -512,3 +512,11 @@ def fake_apple_keys() -> dict[str, Any]:
 def fake_apple(requests_mock, fake_apple_keys, apple_private_key_pem) -> FakeApple:
     """Apple at https://appleid.apple.com for one test (see FakeApple for the whole API)."""
     return FakeApple(requests_mock, fake_apple_keys, apple_private_key_pem)
+
+
+@pytest.fixture
+def clock(fake_apple) -> FakeClock:
+    """A settable clock shared by fake Apple and whatever the test builds with it."""
+    clock = FakeClock()
+    fake_apple.clock = clock
+    return clock

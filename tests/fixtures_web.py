@@ -148,6 +148,26 @@ def live_server(app_config):
         db.engine.dispose()
 
 
+def browser_sign_in(page, live: LiveServer, *, new_user: bool = True, first: str = "Maria",
+                    last: str = "Ruiz", email: str = "maria@example.com",
+                    hide_email: bool = True) -> None:
+    """Our login page → the emulator's account (and, the first time, consent) page → back."""
+    page.goto(f"{live.url}/auth/login")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.wait_for_url(f"{live.emulator_url}/**")
+    if new_user:
+        page.get_by_label("New test user").check()
+        page.get_by_label("First name").fill(first)
+        page.get_by_label("Last name").fill(last)
+        page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Continue").click()  # an existing user is preselected
+    if new_user:
+        if hide_email:
+            page.get_by_label("Hide My Email").check()
+        page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live.url}/dashboard")
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """A headless Debian Chromium driven by Playwright; skipped loudly where impossible."""

@@ -25,13 +25,6 @@ REDIRECT_URI = "https://siwa.test/auth/apple/callback"
 
 
 @pytest.fixture
-def clock(fake_apple) -> FakeClock:
-    clock = FakeClock()
-    fake_apple.clock = clock
-    return clock
-
-
-@pytest.fixture
 def settings(apple_private_key_pem) -> AppleSettings:
     return AppleSettings("https://appleid.apple.com", TEAM_ID, KEY_ID, apple_private_key_pem,
                          connect_timeout=2.5, read_timeout=7.5)

@@ -27,13 +27,6 @@ ACCESS = "a0123456789abcdef0123456789abcdef.0.abcd.AbCdEfGhIjKlMnOpQrStUv"
 
 
 @pytest.fixture
-def clock(fake_apple) -> FakeClock:
-    clock = FakeClock()
-    fake_apple.clock = clock
-    return clock
-
-
-@pytest.fixture
 def apple(apple_private_key_pem, clock) -> AppleClient:
     settings = AppleSettings("https://appleid.apple.com", TEAM_ID, KEY_ID, apple_private_key_pem)
     return AppleClient(settings, clock=clock)

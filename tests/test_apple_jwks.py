@@ -26,13 +26,6 @@ COOLDOWN = 30.0
 
 
 @pytest.fixture
-def clock(fake_apple) -> FakeClock:
-    clock = FakeClock()
-    fake_apple.clock = clock
-    return clock
-
-
-@pytest.fixture
 def apple(apple_private_key_pem, clock) -> AppleClient:
     settings = AppleSettings("https://appleid.apple.com", TEAM_ID, KEY_ID, apple_private_key_pem,
                              jwks_max_age=MAX_AGE, jwks_refetch_cooldown=COOLDOWN)

@@ -6,6 +6,7 @@ cookies — the situation decision D9 is about.
 from __future__ import annotations
 
 import pytest
+from fixtures_web import browser_sign_in
 from sqlalchemy import select
 
 from siwa_web.extensions import db
@@ -15,28 +16,11 @@ from siwa_web.models import WebSession
 pytestmark = pytest.mark.browser
 
 
-def sign_in_new_user(page, live, first="Maria", last="Ruiz", email="maria@example.com",
-                     hide_email=True):
-    """Click through our login page and the emulator's account and consent pages."""
-    page.goto(f"{live.url}/auth/login")
-    page.get_by_role("link", name="Sign in with Apple").click()
-    page.wait_for_url(f"{live.emulator_url}/**")
-    page.get_by_label("New test user").check()
-    page.get_by_label("First name").fill(first)
-    page.get_by_label("Last name").fill(last)
-    page.get_by_label("Email").fill(email)
-    page.get_by_role("button", name="Continue").click()
-    if hide_email:
-        page.get_by_label("Hide My Email").check()
-    page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(f"{live.url}/dashboard")
-
-
 def test_sign_in_lands_on_dashboard_and_logout_ends_session(live_server, chromium, artifacts):
     live = live_server
     context = chromium.new_context()
     page = context.new_page()
-    sign_in_new_user(page, live)
+    browser_sign_in(page, live)
     body = page.locator("main").inner_text()
     assert "Maria Ruiz" in body
     assert "Private relay" in body
@@ -73,13 +57,10 @@ def test_second_sign_in_gets_no_name_and_keeps_the_first(live_server, chromium):
     live = live_server
     context = chromium.new_context()
     page = context.new_page()
-    sign_in_new_user(page, live, hide_email=False)
+    browser_sign_in(page, live, hide_email=False)
     page.get_by_role("button", name="Sign out", exact=True).click()
     page.wait_for_url(f"{live.url}/auth/login")
-    page.get_by_role("link", name="Sign in with Apple").click()
-    page.wait_for_url(f"{live.emulator_url}/**")
-    page.get_by_role("button", name="Continue").click()  # the existing test user is preselected
-    page.wait_for_url(f"{live.url}/dashboard")
+    browser_sign_in(page, live, new_user=False)
     assert "Maria Ruiz" in page.locator("main").inner_text()
     with live.app.app_context():
         users = db.session.execute(select(User)).scalars().all()
@@ -109,7 +90,7 @@ def test_apple_consent_revoked_notification_ends_the_session(live_server, chromi
     live = live_server
     context = chromium.new_context()
     page = context.new_page()
-    sign_in_new_user(page, live)
+    browser_sign_in(page, live)
     users = requests.get(f"{live.emulator_url}/__emulator/users", timeout=5).json()["users"]
     [apple_user] = [u for u in users if u["email"] == "maria@example.com"]
     answer = requests.post(f"{live.emulator_url}/__emulator/users/{apple_user['id']}/revoke",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from fixtures_web import browser_sign_in
 from sqlalchemy import select
 
 from siwa_web.extensions import db
@@ -27,30 +28,13 @@ IPHONE = {
 DESKTOP = {"viewport": {"width": 1280, "height": 900}}
 
 
-def sign_in(page, live, *, new_user: bool) -> None:
-    """Our login page → the emulator's account (and, the first time, consent) page → back."""
-    page.goto(f"{live.url}/auth/login")
-    page.get_by_role("link", name="Sign in with Apple").click()
-    page.wait_for_url(f"{live.emulator_url}/**")
-    if new_user:
-        page.get_by_label("New test user").check()
-        page.get_by_label("First name").fill("Maria")
-        page.get_by_label("Last name").fill("Ruiz")
-        page.get_by_label("Email").fill("maria@example.com")
-    page.get_by_role("button", name="Continue").click()
-    if new_user:
-        page.get_by_label("Hide My Email").check()
-        page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(f"{live.url}/dashboard")
-
-
 def test_revoke_the_other_browser_from_the_dashboard(live_server, chromium, artifacts):
     live = live_server
     laptop = chromium.new_context(**DESKTOP)
     phone = chromium.new_context(**IPHONE)
     first, second = laptop.new_page(), phone.new_page()
-    sign_in(first, live, new_user=True)
-    sign_in(second, live, new_user=False)
+    browser_sign_in(first, live, new_user=True)
+    browser_sign_in(second, live, new_user=False)
     second.screenshot(path=str(artifacts / "dashboard-phone.png"), full_page=True)
 
     first.reload()
@@ -83,7 +67,7 @@ def test_account_pages_keyboard_and_screenshots(live_server, chromium, artifacts
     live = live_server
     context = chromium.new_context(**DESKTOP)
     page = context.new_page()
-    sign_in(page, live, new_user=True)
+    browser_sign_in(page, live, new_user=True)
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"
     # every button and link on the dashboard has an accessible name
@@ -105,7 +89,7 @@ def test_delete_account_in_the_browser_revokes_at_the_emulator(live_server, chro
     live = live_server
     context = chromium.new_context(**DESKTOP)
     page = context.new_page()
-    sign_in(page, live, new_user=True)
+    browser_sign_in(page, live, new_user=True)
     page.get_by_role("link", name="Delete account…").click()
     page.wait_for_url(f"{live.url}/dashboard/delete")
     page.get_by_role("button", name="Delete my account").click()  # the box is required
