@@ -59,7 +59,8 @@ def cipher() -> TokenCipher:
 
 
 def find_identity(sub: str) -> AppleIdentity | None:
-    return db.session.execute(select(AppleIdentity).where(AppleIdentity.sub == sub)).scalar_one_or_none()
+    stmt = select(AppleIdentity).where(AppleIdentity.sub == sub)
+    return db.session.execute(stmt).scalar_one_or_none()
 
 
 def sign_in(
@@ -70,7 +71,9 @@ def sign_in(
     name: Name | None = None,
     link_to: User | None = None,
 ) -> tuple[User, AppleIdentity, bool]:
-    """Upsert the user and identity for verified claims; caller commits. Returns (user, identity, created).
+    """Upsert the user and identity for verified claims; caller commits.
+
+    Returns (user, identity, created).
 
     Conflict-safe: concurrent first sign-ins of one `sub` race on the UNIQUE(sub) index inside a
     savepoint; the loser re-reads the winner's row, so one `sub` always yields one user.

@@ -29,7 +29,6 @@ from .apple_service import apple_client
 from .extensions import csrf
 from .extensions import db
 from .models import AppleIdentity
-from .models import AppleToken
 from .models import Client
 from .models import NotificationEvent
 from .models import TokenFamily

@@ -61,7 +61,8 @@ def login() -> ResponseReturnValue:
     """Show the Sign in with Apple page."""
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next")))
-    resp = make_response(render_template("auth/login.html", next=safe_next(request.args.get("next"))))
+    next_url = safe_next(request.args.get("next"))
+    resp = make_response(render_template("auth/login.html", next=next_url))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -143,7 +144,8 @@ def _finished(tx, outcome: web_signin.Outcome) -> ResponseReturnValue:
 
 
 def _cancelled(error: str) -> ResponseReturnValue:
-    audit.record_failure("web_login", "cancelled" if error == "user_cancelled_authorize" else "apple_error")
+    cancelled = error == "user_cancelled_authorize"
+    audit.record_failure("web_login", "cancelled" if cancelled else "apple_error")
     if error == "user_cancelled_authorize":
         flash("Sign in with Apple was cancelled. You can try again whenever you like.", "info")
     else:
@@ -163,7 +165,8 @@ def _callback_error(exc: Exception) -> ResponseReturnValue:
                      headers={"Retry-After": "30"})
     if isinstance(exc, AppleMisconfigured):
         log.error("Apple rejected our client credentials (invalid_client): check "
-                  "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and SIWA_APPLE_SERVICES_ID")
+                  "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
+                  "SIWA_APPLE_SERVICES_ID")
         return _fail(500, "Sign in with Apple is misconfigured",
                      "Apple did not accept this site's credentials. Nothing was changed.",
                      "apple invalid_client", action="Please tell the site operator.")
@@ -220,4 +223,5 @@ def init_app(app: Flask) -> None:
 
     @app.get("/")
     def index() -> ResponseReturnValue:
-        return redirect(url_for("dashboard.index" if current_user.is_authenticated else "auth.login"))
+        signed_in = current_user.is_authenticated
+        return redirect(url_for("dashboard.index" if signed_in else "auth.login"))

@@ -74,7 +74,8 @@ def _finish(app: Flask) -> None:
     if cfg.get("SESSION_COOKIE_SECURE") is None:
         cfg["SESSION_COOKIE_SECURE"] = https
     if not cfg.get("SESSION_COOKIE_NAME"):
-        cfg["SESSION_COOKIE_NAME"] = "__Host-siwa" if cfg["SESSION_COOKIE_SECURE"] else "siwa_session"
+        secure = cfg["SESSION_COOKIE_SECURE"]
+        cfg["SESSION_COOKIE_NAME"] = "__Host-siwa" if secure else "siwa_session"
     if not cfg.get("DEFAULT_AUDIENCE"):
         cfg["DEFAULT_AUDIENCE"] = cfg["ISSUER"] + "/api"
     if is_production(app) and not https:
@@ -91,7 +92,8 @@ def _configure_apple(app: Flask, instance: Path) -> None:
         try:
             cfg["APPLE_PRIVATE_KEY"] = path.read_text()
         except OSError as exc:
-            raise ConfigError("APPLE_PRIVATE_KEY_PATH", f"cannot read {path}: {exc.strerror}") from exc
+            problem = f"cannot read {path}: {exc.strerror}"
+            raise ConfigError("APPLE_PRIVATE_KEY_PATH", problem) from exc
     has_credentials = any(cfg.get(k) for k in (*APPLE_REQUIRED, "APPLE_PRIVATE_KEY"))
     emulator = cfg.get("APPLE_EMULATOR")
     if emulator is None:
@@ -130,7 +132,8 @@ def _check_private_key(pem: str) -> None:
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("APPLE_PRIVATE_KEY", "not a PEM private key (the .p8 file's text)") from exc
+        problem = "not a PEM private key (the .p8 file's text)"
+        raise ConfigError("APPLE_PRIVATE_KEY", problem) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise ConfigError("APPLE_PRIVATE_KEY", "must be an EC P-256 key, as Apple issues")
 

@@ -23,7 +23,8 @@ def wants_json() -> bool:
     return request.path.startswith(JSON_PREFIXES)
 
 
-def render_error(status: int, title: str, message: str, action: str | None = None, ref: str | None = None):
+def render_error(status: int, title: str, message: str, action: str | None = None,
+                 ref: str | None = None) -> tuple[str, int]:
     """Render the one HTML error page; every failure shown to a browser goes through here."""
     ref = ref or new_reference()
     body = render_template("errors/error.html", status=status, title=title, message=message,

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from siwa_web import create_app
 from siwa_web.extensions import db
 
-pytest_plugins = ["fixtures_apple", "fixtures_tokens", "fixtures_web"]
+pytest_plugins = ["fixtures_apple", "fixtures_emulator", "fixtures_tokens", "fixtures_web"]
 
 TEAM_ID = "TESTTEAM01"
 KEY_ID = "TESTKEY001"

@@ -70,7 +70,7 @@ def callback_form(fake_apple, start: LoginStart, *, sub=None, user=None, **claim
 
 
 def sign_in(client, fake_apple, *, sub=None, user=None, next_url=None, **claims):
-    """Sign `client` in through the real flow (login → fake Apple → callback); returns the response."""
+    """Sign `client` in through the real flow (login → fake Apple → callback)."""
     start = start_login(client, next_url)
     return client.post(CALLBACK, data=callback_form(fake_apple, start, sub=sub, user=user,
                                                      **claims))

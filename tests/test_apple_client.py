@@ -11,7 +11,6 @@ from fixtures_apple import BUNDLE_ID
 from fixtures_apple import KEY_ID
 from fixtures_apple import SERVICES_ID
 from fixtures_apple import TEAM_ID
-from fixtures_apple import FakeClock
 
 from siwa_web.apple import AppleClient
 from siwa_web.apple import AppleMisconfigured

@@ -6,11 +6,11 @@ import time
 import uuid
 
 import pytest
+from conftest import count_rows
 from fixtures_apple import REMOVE
 from fixtures_web import sign_in
 from sqlalchemy import select
 
-from conftest import count_rows
 from siwa_web.extensions import db
 from siwa_web.models import AppleIdentity
 from siwa_web.models import AppleToken

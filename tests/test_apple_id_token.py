@@ -12,7 +12,6 @@ from fixtures_apple import KEY_ID
 from fixtures_apple import REMOVE
 from fixtures_apple import SERVICES_ID
 from fixtures_apple import TEAM_ID
-from fixtures_apple import FakeClock
 from fixtures_apple import b64url
 from fixtures_apple import rsa_public_jwk
 from fixtures_apple import sign_jws

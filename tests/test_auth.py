@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from conftest import count_rows
+from fixtures_apple import REMOVE
 from fixtures_web import CALLBACK
 from fixtures_web import callback_form
 from fixtures_web import csrf_token
@@ -17,8 +19,6 @@ from fixtures_web import start_login
 from sqlalchemy import select
 from sqlalchemy import update
 
-from conftest import count_rows
-from fixtures_apple import REMOVE
 from siwa_web.extensions import db
 from siwa_web.models import AppleIdentity
 from siwa_web.models import AppleToken
@@ -59,7 +59,8 @@ def test_login_redirects_to_apple_with_form_post(client, app):
     assert len(params["state"]) >= 43 and len(params["nonce"]) >= 43
     tx = rows(app, LoginTransaction)
     assert len(tx) == 1 and tx[0].consumed_at is None
-    cookie = next(c for c in resp.headers.getlist("Set-Cookie") if c.startswith("__Secure-siwa-tx="))
+    cookies = resp.headers.getlist("Set-Cookie")
+    cookie = next(c for c in cookies if c.startswith("__Secure-siwa-tx="))
     for attr in ("Secure", "HttpOnly", "SameSite=None", "Path=/auth/apple/callback", "Max-Age=600"):
         assert attr in cookie
     # state and nonce are stored hashed or random, never the browser secret itself

@@ -4,12 +4,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
 
 
 def _users(emu) -> list[dict]:

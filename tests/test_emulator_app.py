@@ -5,12 +5,9 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fixtures_emulator import form_fields
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import form_fields
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
 
 from siwa_web import create_app
 from siwa_web.config import EMULATOR_DEFAULTS

@@ -5,21 +5,15 @@ import dataclasses
 import json
 
 import pytest
-from test_emulator_support import BUNDLE_ID
-from test_emulator_support import DEV_REDIRECT
-from test_emulator_support import OTHER_REDIRECT
-from test_emulator_support import WEB_ID
-from test_emulator_support import WEB_REDIRECT
-from test_emulator_support import Emu
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import form_fields
-from test_emulator_support import page_token
-from test_emulator_support import response_params
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
+from fixtures_emulator import BUNDLE_ID
+from fixtures_emulator import DEV_REDIRECT
+from fixtures_emulator import OTHER_REDIRECT
+from fixtures_emulator import WEB_ID
+from fixtures_emulator import WEB_REDIRECT
+from fixtures_emulator import Emu
+from fixtures_emulator import form_fields
+from fixtures_emulator import page_token
+from fixtures_emulator import response_params
 
 from siwa_web.emulator import create_emulator_app
 

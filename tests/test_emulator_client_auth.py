@@ -12,21 +12,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from fixtures_emulator import APPLE_AUD
+from fixtures_emulator import BUNDLE_ID
+from fixtures_emulator import KEY_ID
+from fixtures_emulator import TEAM_ID
+from fixtures_emulator import WEB_ID
+from fixtures_emulator import b64
+from fixtures_emulator import client_secret
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from test_emulator_support import APPLE_AUD
-from test_emulator_support import BUNDLE_ID
-from test_emulator_support import KEY_ID
-from test_emulator_support import TEAM_ID
-from test_emulator_support import WEB_ID
-from test_emulator_support import b64
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import client_secret
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
 
 INVALID_CLIENT = {"error": "invalid_client"}
 

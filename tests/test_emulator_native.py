@@ -4,15 +4,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from test_emulator_support import BUNDLE_ID
-from test_emulator_support import WEB_ID
-from test_emulator_support import WEB_REDIRECT
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
+from fixtures_emulator import BUNDLE_ID
+from fixtures_emulator import WEB_ID
+from fixtures_emulator import WEB_REDIRECT
 
 RAW_NONCE = "raw-device-nonce"
 HASHED = hashlib.sha256(RAW_NONCE.encode()).hexdigest()

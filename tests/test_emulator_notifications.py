@@ -5,13 +5,7 @@ import json
 
 import pytest
 import requests
-from test_emulator_support import WEB_ID
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
+from fixtures_emulator import WEB_ID
 
 URL = "https://rp.example.com/auth/apple/notifications"
 

@@ -5,14 +5,8 @@ import hashlib
 import json
 
 import pytest
-from test_emulator_support import OTHER_WEB_ID
-from test_emulator_support import WEB_ID
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
+from fixtures_emulator import OTHER_WEB_ID
+from fixtures_emulator import WEB_ID
 
 TOKEN_REVOKED = {"error": "invalid_grant",
                  "error_description": "The token has expired or has been revoked."}

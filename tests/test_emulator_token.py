@@ -7,19 +7,13 @@ import json
 import re
 
 import pytest
+from fixtures_emulator import BUNDLE_ID
+from fixtures_emulator import DEV_REDIRECT
+from fixtures_emulator import OTHER_WEB_ID
+from fixtures_emulator import SUB
+from fixtures_emulator import WEB_ID
+from fixtures_emulator import WEB_REDIRECT
 from joserfc import jws
-from test_emulator_support import BUNDLE_ID
-from test_emulator_support import DEV_REDIRECT
-from test_emulator_support import OTHER_WEB_ID
-from test_emulator_support import SUB
-from test_emulator_support import WEB_ID
-from test_emulator_support import WEB_REDIRECT
-from test_emulator_support import bundles  # noqa: F401
-from test_emulator_support import emu  # noqa: F401
-from test_emulator_support import emulator  # noqa: F401
-from test_emulator_support import rsa_pool  # noqa: F401
-from test_emulator_support import settings  # noqa: F401
-from test_emulator_support import team_key  # noqa: F401
 
 OPAQUE = re.compile(r"^[acr][0-9a-f]{32}\.0\.[a-z]{4}\.[A-Za-z0-9_-]{22}$")
 EXPIRED = {"error": "invalid_grant",

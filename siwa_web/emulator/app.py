@@ -1,7 +1,6 @@
 """Build the emulator as its own small Flask app, and mount it inside siwa-web for `make run`."""
 from __future__ import annotations
 
-
 from pathlib import Path
 from urllib.parse import urlsplit
 
