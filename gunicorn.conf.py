@@ -1,0 +1,58 @@
+"""Production gunicorn settings for siwa-web: `gunicorn -c gunicorn.conf.py app:app`.
+
+Equivalent to the README's `gunicorn --worker-class gthread --workers 4 --threads 16 app:app`.
+Threaded workers matter here: a native sign-in waits on Apple for tens of milliseconds, and a
+sync worker would sit idle for that time (see docs/performance.md). Worker slots are
+workers x threads; keep that at or above the number of sign-ins you expect to be waiting on
+Apple at once.
+
+Every thread may hold a database connection, so each worker's SQLAlchemy pool must be at least
+as large as `threads` (SIWA_SQLALCHEMY_ENGINE_OPTIONS, e.g. {"pool_size": 16, "max_overflow": 8,
+"pool_pre_ping": true}): the default pool (5 + 10 overflow) is smaller than 16 threads, which
+can hang a busy worker (docs/performance.md, section 1). And workers x (pool_size +
+max_overflow) must stay below the database's connection limit.
+
+Environment (all optional; command-line flags still win over this file):
+
+  GUNICORN_WORKERS   worker processes (default: $WEB_CONCURRENCY, else 4)
+  GUNICORN_THREADS   threads per worker (default 16)
+  GUNICORN_BIND      address(es) to listen on, comma-separated (default 127.0.0.1:8000)
+  GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30; it must exceed
+                     SIWA_APPLE_CONNECT_TIMEOUT + SIWA_APPLE_READ_TIMEOUT)
+  GUNICORN_KEEPALIVE seconds an idle keep-alive connection is kept open (default 2, gunicorn's)
+"""
+from __future__ import annotations
+
+import os
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"gunicorn.conf.py: {name} must be at least {minimum}, got {value}")
+    return value
+
+
+worker_class = "gthread"
+workers = _int("GUNICORN_WORKERS", _int("WEB_CONCURRENCY", 4))
+threads = _int("GUNICORN_THREADS", 16)
+bind = [b.strip() for b in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+        if b.strip()]
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = 30
+keepalive = _int("GUNICORN_KEEPALIVE", 2)
+
+# The app builds its database engine, key ring and Apple client per worker: never share them
+# across fork().
+preload_app = False
+# Heartbeat files on tmpfs, so a slow disk cannot make the arbiter kill healthy workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Error log to stderr; no access log by default (the app logs what matters as JSON lines).
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
