@@ -14,7 +14,10 @@ class Base(DeclarativeBase):
     """Declarative base shared by every model."""
 
 
-db = SQLAlchemy(model_class=Base)
+# A request's session only holds what that request read or wrote, so nothing needs reloading
+# after its commit; expiring would cost a SELECT per object touched afterwards (hot paths
+# re-read with compare-and-set statements where concurrency matters).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

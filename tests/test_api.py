@@ -284,18 +284,23 @@ def test_no_cookies_on_api(client, native_session):
     assert "Set-Cookie" not in response.headers
 
 
-def test_database_down_is_503_not_500(app, client, native_session, monkeypatch):
+def test_database_down_is_503_not_500(app, client, native_session):
+    from sqlalchemy import event
     from sqlalchemy.exc import OperationalError
 
     from siwa_web.extensions import db
 
-    def down(*args, **kwargs):
+    def down(*args, **kwargs):  # the database stops answering, whatever code path asks
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     with app.app_context():
         server().keys.signer()
-    monkeypatch.setattr(db.session, "execute", down)
-    response = client.get("/api/me", headers=bearer(native_session["access_token"]))
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", down)
+    try:
+        response = client.get("/api/me", headers=bearer(native_session["access_token"]))
+    finally:
+        event.remove(engine, "before_cursor_execute", down)
     assert response.status_code == 503
     assert response.get_json()["error"] == "temporarily_unavailable"
     assert int(response.headers["Retry-After"]) > 0
