@@ -71,6 +71,7 @@ def _finish(app: Flask) -> None:
         if is_production(app):
             raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
+    _size_pool(cfg)
     if cfg.get("SESSION_COOKIE_SECURE") is None:
         cfg["SESSION_COOKIE_SECURE"] = https
     if not cfg.get("SESSION_COOKIE_NAME"):
@@ -81,6 +82,17 @@ def _finish(app: Flask) -> None:
     if is_production(app) and not https:
         raise ConfigError("ISSUER", "must be an https:// URL in production")
     _configure_apple(app, instance)
+
+
+def _size_pool(cfg: dict) -> None:
+    """Give file and server databases a pool as large as a worker's threads (not 5 + 10)."""
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri in ("sqlite://", "sqlite:///:memory:") or ":memory:" in uri:
+        return  # a single shared connection; pool sizes do not apply
+    options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("pool_size", int(cfg["DB_POOL_SIZE"]))
+    options.setdefault("max_overflow", int(cfg["DB_MAX_OVERFLOW"]))
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
 def _configure_apple(app: Flask, instance: Path) -> None:

@@ -11,6 +11,10 @@ SECRET_KEY_FALLBACKS: list[str] = []
 TOKEN_ENCRYPTION_KEYS: list[str] = []  # Fernet keys for Apple refresh tokens; first encrypts
 SQLALCHEMY_DATABASE_URI = None  # default: sqlite:///<instance>/siwa.sqlite
 SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+# Connections per worker process: at least its threads (gunicorn.conf.py: 16) plus one for the
+# signing-key reload; workers x (size + overflow) must stay under PostgreSQL's max_connections.
+DB_POOL_SIZE = 16
+DB_MAX_OVERFLOW = 8
 ISSUER = "http://localhost:5000"  # our public base URL; `iss` of our tokens
 TRUST_PROXY_HOPS = 0  # number of reverse proxies whose X-Forwarded-* headers we trust
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -64,6 +68,9 @@ DEFAULT_AUDIENCE = None  # default: <ISSUER>/api
 SIGNING_ALG = "ES256"  # after changing it, run `flask keys rotate`
 SIGNING_KEY_CACHE_SECONDS = 5  # each worker re-reads the published key list at most this often
 RATELIMIT_STORAGE_URI = "memory://"
+# A failing limiter store (Redis down; a thread race in `limits` 5.8's memory store) is logged
+# and the request proceeds: rate limiting protects sign-in, it must not take it down.
+RATELIMIT_SWALLOW_ERRORS = True
 RATELIMIT_TOKEN_PER_IP = "60/minute"
 RATELIMIT_TOKEN_PER_CLIENT = "600/minute"
 RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bots from piling up

@@ -136,8 +136,21 @@ class KeyRing:
         return time.monotonic() - self._loaded_at >= self.settings.key_cache_seconds
 
     def _maybe_reload(self) -> None:
-        if self._stale():
+        """Re-read a stale key list without making request threads queue behind the reload.
+
+        One thread reloads; the others keep using the cached keys (seconds stale at worst).
+        Queueing would hold their pooled connections while the reloader needs one more, which
+        deadlocked a full pool under load (bench/pool_deadlock.py). A cold cache must wait.
+        """
+        if not self._stale():
+            return
+        if not self._keys:
             self.reload(only_if_stale=True)
+        elif self._lock.acquire(blocking=False):
+            try:
+                self._reload_locked(only_if_stale=True)
+            finally:
+                self._lock.release()
 
     def reload(self, *, only_if_stale: bool = False) -> None:
         """Re-read the key list; parse only keys not seen before.
@@ -146,35 +159,39 @@ class KeyRing:
         do not query again.
         """
         with self._lock:
-            if only_if_stale and not self._stale():
-                return
-            with db.engine.connect() as conn:
-                rows = conn.execute(
-                    select(
-                        SigningKey.kid, SigningKey.alg, SigningKey.public_jwk,
-                        SigningKey.created_at, SigningKey.retired_at, SigningKey.unpublish_after,
-                    ).where(_published())
-                ).all()
-                keys: dict[str, LoadedKey] = {}
-                for row in rows:
-                    old = self._keys.get(row.kid)
-                    keys[row.kid] = LoadedKey(
-                        kid=row.kid, alg=row.alg,
-                        public=old.public if old else _import_public(row.public_jwk, row.alg),
-                        public_jwk=row.public_jwk, created_at=row.created_at,
-                        retired_at=row.retired_at, unpublish_after=row.unpublish_after,
-                        private=old.private if old else None,
-                    )
-                signer = _newest_active(keys.values())
-                if signer is not None and signer.private is None:
-                    pem = conn.execute(
-                        select(SigningKey.private_key_encrypted).where(SigningKey.kid == signer.kid)
-                    ).scalar_one()
-                    private = _import_private(self._cipher.decrypt(pem), signer.alg)
-                    signer = keys[signer.kid] = _with_private(signer, private)
-            self._keys = keys
-            self._signer = signer
-            self._loaded_at = time.monotonic()
+            self._reload_locked(only_if_stale=only_if_stale)
+
+    def _reload_locked(self, *, only_if_stale: bool) -> None:
+        """The reload itself; the caller holds `_lock`."""
+        if only_if_stale and not self._stale():
+            return
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    SigningKey.kid, SigningKey.alg, SigningKey.public_jwk,
+                    SigningKey.created_at, SigningKey.retired_at, SigningKey.unpublish_after,
+                ).where(_published())
+            ).all()
+            keys: dict[str, LoadedKey] = {}
+            for row in rows:
+                old = self._keys.get(row.kid)
+                keys[row.kid] = LoadedKey(
+                    kid=row.kid, alg=row.alg,
+                    public=old.public if old else _import_public(row.public_jwk, row.alg),
+                    public_jwk=row.public_jwk, created_at=row.created_at,
+                    retired_at=row.retired_at, unpublish_after=row.unpublish_after,
+                    private=old.private if old else None,
+                )
+            signer = _newest_active(keys.values())
+            if signer is not None and signer.private is None:
+                pem = conn.execute(
+                    select(SigningKey.private_key_encrypted).where(SigningKey.kid == signer.kid)
+                ).scalar_one()
+                private = _import_private(self._cipher.decrypt(pem), signer.alg)
+                signer = keys[signer.kid] = _with_private(signer, private)
+        self._keys = keys
+        self._signer = signer
+        self._loaded_at = time.monotonic()
 
 
 def _with_private(key: LoadedKey, private: Key) -> LoadedKey:

@@ -159,6 +159,9 @@ class TokenExchangeGrant(BaseGrant):
 
     def create_token_response(self) -> dict[str, Any]:
         assert self.client is not None
+        # End the validation reads first: no pooled connection (or, on PostgreSQL, open
+        # transaction) is held while Apple answers, which may take a while.
+        db.session.commit()
         apple_tokens, claims = self._redeem_code()
         grantee, family_id, auth_time, refresh_token = self._sign_in(apple_tokens, claims)
         body = self._token_body(

@@ -1,0 +1,47 @@
+"""Rate limits shared by every worker through Redis (SIWA_RATELIMIT_STORAGE_URI)."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from siwa_web import create_app
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("SIWA_TEST_REDIS_URL")
+    if url:
+        return url  # CI starts Redis: a failure to reach it must fail the test, not skip it
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        return None
+    return "redis://127.0.0.1:6379/15"
+
+
+REDIS_URL = _redis_url()
+pytestmark = pytest.mark.skipif(REDIS_URL is None, reason="no Redis on 127.0.0.1:6379 "
+                                "(set SIWA_TEST_REDIS_URL; .ci/run starts one)")
+
+
+def test_two_workers_share_one_limit(app_config):
+    """Two app instances stand for two gunicorn workers: the limit is counted once."""
+    import redis
+
+    prefix = f"siwa-test-{uuid.uuid4().hex[:8]}"
+    config = dict(app_config, RATELIMIT_STORAGE_URI=REDIS_URL, RATELIMIT_KEY_PREFIX=prefix,
+                  RATELIMIT_LOGIN_PER_IP="4/minute", RATELIMIT_SWALLOW_ERRORS=False)
+    worker_a = create_app(config).test_client()
+    worker_b = create_app(config).test_client()
+    try:
+        statuses = [w.get("/auth/apple/login").status_code
+                    for w in (worker_a, worker_b, worker_a, worker_b, worker_a, worker_b)]
+        assert statuses == [303, 303, 303, 303, 429, 429]
+        # the count lives in Redis, where other processes see it too
+        assert list(redis.Redis.from_url(REDIS_URL).scan_iter(f"*{prefix}*"))
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"*{prefix}*"):
+            client.delete(key)
