@@ -109,14 +109,14 @@ def create_table(engine: Engine) -> None:
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         if session.get(FloorFamily, FLOOR_FAMILY) is None:
-            far = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+            far = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
             session.add(FloorFamily(id=FLOOR_FAMILY, expires_at=far))
             session.commit()
 
 
 def seed_refresh_tokens(engine: Engine, count: int) -> list[str]:
     """Insert `count` fresh refresh tokens (one family each) and return their values."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     values = [secrets.token_urlsafe(32) for _ in range(count)]
     with Session(engine) as session:
         session.add_all(
@@ -200,15 +200,15 @@ def create_app() -> Flask:
             return jsonify(error="invalid_token"), 401
         expires = row.expires_at
         if expires.tzinfo is None:  # SQLite hands back naive UTC
-            expires = expires.replace(tzinfo=dt.timezone.utc)
-        if expires <= dt.datetime.now(dt.timezone.utc):
+            expires = expires.replace(tzinfo=dt.UTC)
+        if expires <= dt.datetime.now(dt.UTC):
             return jsonify(error="invalid_token"), 401
         return jsonify(sub=claims["sub"], scope=claims.get("scope"))
 
     @app.post("/refresh")
     def refresh():
         presented = request.form.get("refresh_token", "")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         successor = secrets.token_urlsafe(32)
         with Session(engine) as session:
             row = session.execute(

@@ -574,9 +574,8 @@ class Bench:
             engine.dispose()
 
     def floor_bearer(self) -> str:
-        from joserfc.jwk import ECKey
-
         import floors
+        from joserfc.jwk import ECKey
 
         return floors.sign_floor_token(ECKey.import_key(self.floor_key), ISSUER, AUDIENCE,
                                        sub="floor-user", family=floors.FLOOR_FAMILY, ttl=86400)
