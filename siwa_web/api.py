@@ -18,19 +18,9 @@ bp = Blueprint("api", __name__)
 
 def _claims(principal, granted: frozenset[str]) -> dict[str, Any]:
     """The user's standard claims, limited to what the token's scopes allow (OIDC Core §5.4)."""
-    claims: dict[str, Any] = {"sub": principal.user_id}
-    if scopes.EMAIL in granted and principal.email:
-        claims["email"] = principal.email
-        claims["email_verified"] = principal.email_verified
-    if scopes.PROFILE in granted:
-        name = " ".join(p for p in (principal.first_name, principal.last_name) if p)
-        if name:
-            claims["name"] = name
-        if principal.first_name:
-            claims["given_name"] = principal.first_name
-        if principal.last_name:
-            claims["family_name"] = principal.last_name
-    return claims
+    return {"sub": principal.user_id, **scopes.profile_claims(
+        granted, email=principal.email, email_verified=principal.email_verified,
+        first_name=principal.first_name, last_name=principal.last_name)}
 
 
 def _no_store(response):

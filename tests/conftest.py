@@ -24,16 +24,21 @@ SERVICES_ID = "com.example.siwa.web"
 ISSUER = "https://siwa.test"
 
 
+def answers(port: int) -> bool:
+    """Whether a local service listens on `port` (PostgreSQL, Redis) for the optional tests."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def _postgres_url() -> str | None:
     """The PostgreSQL server tests run against: SIWA_TEST_DATABASE_URL, or a local one."""
     url = os.environ.get("SIWA_TEST_DATABASE_URL")
     if url:
         return url
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-    except OSError:
-        return None
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres" if answers(5432) else None
 
 
 PG_SERVER_URL = _postgres_url()

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+from conftest import answers
 
 from siwa_web import create_app
 
@@ -13,11 +13,7 @@ def _redis_url() -> str | None:
     url = os.environ.get("SIWA_TEST_REDIS_URL")
     if url:
         return url  # CI starts Redis: a failure to reach it must fail the test, not skip it
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
-    except OSError:
-        return None
-    return "redis://127.0.0.1:6379/15"
+    return "redis://127.0.0.1:6379/15" if answers(6379) else None
 
 
 REDIS_URL = _redis_url()

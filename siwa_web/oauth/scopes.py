@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from typing import Any
 
 from .errors import InvalidScopeError
 
@@ -50,3 +52,21 @@ def require_subset(
     """:raises InvalidScopeError: if any requested scope is outside `allowed`."""
     if not set(requested) <= set(allowed):
         raise InvalidScopeError(reason=reason)
+
+
+def profile_claims(granted: Collection[str], *, email: str | None, email_verified: bool,
+                   first_name: str | None, last_name: str | None) -> dict[str, Any]:
+    """OIDC standard claims the granted scopes allow (Core §5.4): ID tokens and /userinfo."""
+    claims: dict[str, Any] = {}
+    if EMAIL in granted and email:
+        claims["email"] = email
+        claims["email_verified"] = email_verified
+    if PROFILE in granted:
+        name = " ".join(p for p in (first_name, last_name) if p)
+        if name:
+            claims["name"] = name
+        if first_name:
+            claims["given_name"] = first_name
+        if last_name:
+            claims["family_name"] = last_name
+    return claims

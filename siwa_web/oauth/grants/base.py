@@ -37,19 +37,9 @@ class Grantee:
 
     def profile_claims(self, scopes: tuple[str, ...]) -> dict[str, Any]:
         """OIDC standard claims for the granted scopes (Core §5.4)."""
-        claims: dict[str, Any] = {}
-        if scope_rules.EMAIL in scopes and self.email:
-            claims["email"] = self.email
-            claims["email_verified"] = self.email_verified
-        if scope_rules.PROFILE in scopes:
-            name = " ".join(p for p in (self.first_name, self.last_name) if p)
-            if name:
-                claims["name"] = name
-            if self.first_name:
-                claims["given_name"] = self.first_name
-            if self.last_name:
-                claims["family_name"] = self.last_name
-        return claims
+        return scope_rules.profile_claims(
+            scopes, email=self.email, email_verified=self.email_verified,
+            first_name=self.first_name, last_name=self.last_name)
 
 
 class BaseGrant:
