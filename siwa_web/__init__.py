@@ -1,6 +1,7 @@
 """siwa-web: Sign in with Apple for browsers and native apps, with our own tokens."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _limit_only_decorated_routes(app: Flask) -> None:
-    """Drop Flask-Limiter's per-request hook: we set no default or application-wide limits.
+    """Drop Flask-Limiter's per-request hooks: we set no default or application-wide limits.
 
     Routes with `@limiter.limit` check their limits inside the decorator, so the global
     before_request hook only filtered an empty list — about 100 µs on every request, a quarter
-    of a Bearer-protected API call.
+    of a Bearer-protected API call — and the after-request and teardown hooks had nothing to do.
     """
     from .extensions import limiter
 
@@ -79,6 +80,20 @@ def _limit_only_decorated_routes(app: Flask) -> None:
         return
     hooks = app.before_request_funcs.get(None, [])
     app.before_request_funcs[None] = [h for h in hooks if h != limiter._check_request_limit]
+    # Its teardown only resets per-request state that lives on the request context, which is
+    # discarded anyway.
+    teardown = app.teardown_request_funcs.get(None, [])
+    app.teardown_request_funcs[None] = [
+        h for h in teardown if getattr(h, "__self__", None) is not limiter
+    ]
+    if app.config.get("RATELIMIT_HEADERS_ENABLED"):
+        return
+    # Without X-RateLimit-* headers (or deduct_when limits, which we do not use) the
+    # after_request hook has nothing to add either.
+    hooks = app.after_request_funcs.get(None, [])
+    app.after_request_funcs[None] = [
+        h for h in hooks if not (isinstance(h, partial) and h.args == (limiter,))
+    ]
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from .extensions import csrf
 from .oauth import scopes
-from .protect import current_principal
+from .protect import principal as current_principal
 from .protect import require_token
 
 bp = Blueprint("api", __name__)
@@ -33,16 +33,18 @@ def _no_store(response):
 @require_token(scopes.OPENID)
 def userinfo() -> ResponseReturnValue:
     """Return the signed-in user's claims (OpenID Connect Core §5.3)."""
-    return _no_store(jsonify(_claims(current_principal, current_principal.token.scopes)))
+    principal = current_principal()
+    return _no_store(jsonify(_claims(principal, principal.token.scopes)))
 
 
 @bp.get("/api/me")
 @require_token()
 def me() -> ResponseReturnValue:
     """Sample protected API: who is calling, through which app, with which scopes."""
-    token = current_principal.token
+    principal = current_principal()
+    token = principal.token
     return _no_store(jsonify({
-        **_claims(current_principal, token.scopes),
+        **_claims(principal, token.scopes),
         "client_id": token.client_id,
         "scope": " ".join(sorted(token.scopes)),
         "expires_at": token.exp,

@@ -67,12 +67,13 @@ def require_token(scope: str | None = None, *, audience: str | None = None) -> C
     return decorator
 
 
-def _current_principal() -> Principal:
-    principal = g.get("siwa_principal")
-    if principal is None:
-        raise RuntimeError("current_token used outside a @require_token view")
-    return principal
+def principal() -> Principal:
+    """The verified caller of this @require_token view (one context lookup; read it once)."""
+    found = g.get("siwa_principal")
+    if found is None:
+        raise RuntimeError("principal() used outside a @require_token view")
+    return found
 
 
-current_principal: Principal = LocalProxy(_current_principal)  # type: ignore[assignment]
-current_token = LocalProxy(lambda: _current_principal().token)
+current_principal: Principal = LocalProxy(principal)  # type: ignore[assignment]
+current_token = LocalProxy(lambda: principal().token)

@@ -1,27 +1,50 @@
-"""Security headers on every response."""
+"""Security headers on every response of the app (not on the mounted emulator's pages)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+
 from flask import Flask
-from flask import Response
-from flask import request
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self' {apple}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+class SecurityHeaders:
+    """WSGI middleware adding each default header the response does not already have.
+
+    Done on the plain header list that goes to the server: the same rule as an after_request
+    hook, at a fraction of its cost (it runs on every API call).
+    """
+
+    def __init__(self, wsgi_app: Callable, defaults: list[tuple[str, str]], always_https: bool):
+        self.wsgi_app = wsgi_app
+        self.defaults = defaults
+        self.always_https = always_https
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        def add_defaults(status: str, headers: list[tuple[str, str]], *exc_info: Any):
+            present = {name.lower() for name, _ in headers}
+            # read after the app ran, so that ProxyFix has set the forwarded scheme
+            https = self.always_https or environ.get("wsgi.url_scheme") == "https"
+            for name, value in (*self.defaults, HSTS) if https else self.defaults:
+                if name.lower() not in present:
+                    headers.append((name, value))
+            return start_response(status, headers, *exc_info)
+
+        return self.wsgi_app(environ, add_defaults)
 
 
 def init_app(app: Flask) -> None:
-    csp = CSP.format(apple=app.config["APPLE_BASE_URL"])
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", csp)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.is_secure or app.config["ISSUER"].startswith("https://"):
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
-        return response
+    defaults = [
+        ("Content-Security-Policy", CSP.format(apple=app.config["APPLE_BASE_URL"])),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+    ]
+    app.wsgi_app = SecurityHeaders(  # type: ignore[method-assign]
+        app.wsgi_app, defaults, always_https=app.config["ISSUER"].startswith("https://"))

@@ -64,6 +64,9 @@ ID_TOKEN_TTL = 3600
 REFRESH_TOKEN_IDLE_TTL = 30 * 24 * 3600
 REFRESH_TOKEN_ABSOLUTE_TTL = 90 * 24 * 3600
 REFRESH_TOKEN_GRACE_SECONDS = 10
+# How long a process may reuse what it read about an access token's session (revocations are
+# still seen at once: every committed revocation is signalled to every process); 0 = no cache.
+LIVENESS_CACHE_SECONDS = 30
 DEFAULT_AUDIENCE = None  # default: <ISSUER>/api
 SIGNING_ALG = "ES256"  # after changing it, run `flask keys rotate`
 SIGNING_KEY_CACHE_SECONDS = 5  # each worker re-reads the published key list at most this often

@@ -13,6 +13,8 @@ from .oauth import TokenSettings
 from .oauth.errors import OAuth2Error
 from .oauth.grants import RefreshTokenGrant
 from .oauth.grants import TokenExchangeGrant
+from .oauth.liveness import LivenessCache
+from .oauth.liveness import LocalSignal
 
 log = logging.getLogger(__name__)
 EXTENSION = "siwa_oauth"
@@ -42,10 +44,15 @@ def init_app(app: Flask) -> None:
     """Build the server, register grants, the error handler, blueprints and CLI commands."""
     from . import api
     from . import cli_tokens
+    from . import liveness_events
     from . import oauth_views
 
     settings = TokenSettings.from_config(app.config)
-    oauth_server = AuthorizationServer(settings, apple_client=_apple_client)
+    signal = liveness_events.make_signal(app)
+    liveness = LivenessCache(
+        signal or LocalSignal(), ttl=settings.liveness_cache_seconds if signal else 0)
+    oauth_server = AuthorizationServer(settings, apple_client=_apple_client, liveness=liveness)
+    liveness_events.init_app(app)
     oauth_server.register_grant(TokenExchangeGrant)
     oauth_server.register_grant(RefreshTokenGrant)
     app.extensions[EXTENSION] = oauth_server

@@ -22,6 +22,7 @@ class TokenSettings:
     signing_alg: str
     encryption_keys: tuple[str, ...]
     key_cache_seconds: float = 5.0
+    liveness_cache_seconds: float = 0.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TokenSettings:
@@ -42,9 +43,17 @@ class TokenSettings:
             signing_alg=alg,
             encryption_keys=tuple(config["TOKEN_ENCRYPTION_KEYS"]),
             key_cache_seconds=float(config.get("SIGNING_KEY_CACHE_SECONDS", 5.0)),
+            liveness_cache_seconds=_non_negative(config, "LIVENESS_CACHE_SECONDS"),
         )
 
     @property
     def max_token_lifetime(self) -> int:
         """The longest any JWT we sign stays valid: how long a retired key must stay published."""
         return max(self.access_token_ttl, self.id_token_ttl)
+
+
+def _non_negative(config: Mapping[str, Any], key: str) -> float:
+    value = float(config.get(key, 0) or 0)
+    if value < 0:
+        raise ValueError(f"{key} must be 0 (off) or a number of seconds")
+    return value

@@ -36,6 +36,8 @@ from .errors import UnsupportedGrantTypeError
 from .errors import UnsupportedTokenTypeError
 from .grants import BaseGrant
 from .keys import KeyRing
+from .liveness import LivenessCache
+from .liveness import LocalSignal
 from .requests import TokenRequest
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,12 @@ class Principal:
 class AuthorizationServer:
     """Everything the token service does, given settings and a way to reach Apple."""
 
-    def __init__(self, settings: TokenSettings, *, apple_client: Callable[[], Any]) -> None:
+    def __init__(
+        self, settings: TokenSettings, *, apple_client: Callable[[], Any],
+        liveness: LivenessCache | None = None,
+    ) -> None:
         self.settings = settings
+        self.liveness = liveness or LivenessCache(LocalSignal(), ttl=0)
         self.keys = KeyRing(settings)
         self.cipher = TokenCipher(list(settings.encryption_keys))
         self.apple_client = apple_client
@@ -186,8 +192,7 @@ class AuthorizationServer:
         audience = audience or self.settings.default_audience
         try:
             access = tokens.verify_access_token(self.keys, self.settings, token, audience=audience)
-            row = db.session.connection().execute(
-                _FAMILY_AND_USER, {"family_id": access.family_id}).first()
+            row = self.liveness.lookup(access.family_id, lambda: _family_and_user(access))
         except tokens.TokenInvalid as exc:
             log.debug("bearer token refused: %s", exc.reason, extra={"reason": exc.reason})
             raise InvalidTokenError(reason=exc.reason) from exc
@@ -239,6 +244,11 @@ _FAMILY_AND_USER = (
     .join(User, User.id == TokenFamily.user_id)
     .where(TokenFamily.id == bindparam("family_id"))
 )
+
+
+def _family_and_user(access: tokens.AccessToken) -> Any:
+    return db.session.connection().execute(
+        _FAMILY_AND_USER, {"family_id": access.family_id}).first()
 
 
 def _rollback() -> None:
