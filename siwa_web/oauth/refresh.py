@@ -21,7 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
+from typing import Any
 
+from sqlalchemy import CursorResult
+from sqlalchemy import Executable
+from sqlalchemy import Row
+from sqlalchemy import Text
+from sqlalchemy import and_
+from sqlalchemy import bindparam
+from sqlalchemy import case
+from sqlalchemy import insert
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import joinedload
@@ -31,9 +41,12 @@ from ..crypto import TokenCipher
 from ..crypto import new_token
 from ..crypto import token_hash
 from ..extensions import db
+from ..models import Client
 from ..models import RefreshToken
 from ..models import TokenFamily
 from ..models import User
+from ..models.base import UTCDateTime
+from ..models.base import new_id
 from ..models.base import now_utc
 from .config import TokenSettings
 
@@ -44,8 +57,7 @@ MAX_REFRESH_TOKEN_LENGTH = 128
 class Rotation:
     """The outcome of presenting a refresh token."""
 
-    token: RefreshToken
-    family: TokenFamily
+    family_id: str
     refresh_token: str  # the value to hand back (new, or the same successor on a grace retry)
     grace_retry: bool
 
@@ -53,10 +65,10 @@ class Rotation:
 class RefreshError(Exception):
     """The refresh token cannot be used; `reason` is for logs and audit (never the token)."""
 
-    def __init__(self, reason: str, *, family: TokenFamily | None = None) -> None:
+    def __init__(self, reason: str, *, family_id: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.family = family
+        self.family_id = family_id
 
 
 class ReuseDetected(RefreshError):
@@ -99,7 +111,7 @@ def issue(
     value = value or new_token(32)
     row = RefreshToken(
         family_id=family.id, parent_id=parent_id, token_hash=token_hash(value), scope=scope,
-        created_at=now, idle_expires_at=_idle_expiry(settings, family, now),
+        created_at=now, idle_expires_at=_idle_expiry(settings, family.expires_at, now),
     )
     db.session.add(row)
     return row, value
@@ -117,66 +129,110 @@ def find(value: str) -> RefreshToken | None:
     ).scalar_one_or_none()
 
 
+# The refresh grant's statements, built once and run as Core: it is the hottest write path, and
+# the ORM's unit of work cost more than the SQL itself. Nothing here is an ORM UPDATE of a
+# watched column, so a refresh leaves the Bearer liveness caches alone (liveness_events).
+_RT, _TF = RefreshToken.__table__, TokenFamily.__table__
+_PRESENTED = (
+    select(
+        _RT.c.id, _RT.c.family_id, _RT.c.parent_id, _RT.c.scope, _RT.c.idle_expires_at,
+        _RT.c.used_at, _RT.c.successor_encrypted,
+        _TF.c.user_id, _TF.c.client_id, _TF.c.audience, _TF.c.created_at.label("family_created_at"),
+        _TF.c.expires_at.label("family_expires_at"), _TF.c.revoked_at.label("family_revoked_at"),
+        User.disabled_at.label("user_disabled_at"), User.email, User.email_verified,
+        User.first_name, User.last_name, Client.disabled_at.label("client_disabled_at"),
+    )
+    .join(_TF, _TF.c.id == _RT.c.family_id)
+    .join(User, User.id == _TF.c.user_id)
+    .join(Client, Client.id == _TF.c.client_id)
+    .where(_RT.c.token_hash == bindparam("token_hash"))
+)
+_NOW = bindparam("now", type_=UTCDateTime())
+_IS_ROW = _RT.c.id == bindparam("row_id")
+# Claims the token (compare-and-set on used_at) and, in the same statement, forgets the
+# grandparent's copy of it — the copy on its parent row, which must exist (ON DELETE CASCADE).
+# So a successful claim changes 2 rows when the token has a parent and 1 when it has none.
+_CLAIM = (
+    update(_RT)
+    .where(or_(and_(_IS_ROW, _RT.c.used_at.is_(None)), _RT.c.id == bindparam("parent")))
+    .values(
+        used_at=case((_IS_ROW, _NOW), else_=_RT.c.used_at),
+        successor_encrypted=case((_IS_ROW, bindparam("sealed", type_=Text())), else_=None),
+    )
+)
+_ADD = insert(_RT)
+_TOUCH = (
+    update(_TF).where(_TF.c.id == bindparam("family_id"))
+    .values(last_used_at=_NOW, ip=bindparam("client_ip"), user_agent=bindparam("client_ua"))
+)
+_USE_STATE = select(_RT.c.used_at, _RT.c.successor_encrypted).where(_RT.c.id == bindparam("row_id"))
+_CHILD = select(_RT.c.token_hash, _RT.c.used_at).where(_RT.c.parent_id == bindparam("row_id"))
+
+
+def find_presented(value: str) -> Row | None:
+    """The refresh grant's lookup: the token with its family, user and client, in one query."""
+    if not value or len(value) > MAX_REFRESH_TOKEN_LENGTH:
+        return None
+    return _run(_PRESENTED, token_hash=token_hash(value)).first()
+
+
+def _run(statement: Executable, **params: Any) -> CursorResult:
+    return db.session.connection().execute(statement, params)
+
+
 def rotate(
-    settings: TokenSettings, row: RefreshToken, cipher: TokenCipher, *,
+    settings: TokenSettings, row: Row, cipher: TokenCipher, *,
     ip: str | None = None, user_agent: str | None = None,
 ) -> Rotation:
-    """Use `row` once: mint its successor, or replay the successor on a grace retry.
+    """Use `row` (from :func:`find_presented`) once: mint its successor, or replay it on a retry.
 
     The caller has already checked the client and scope. :raises RefreshError: (and
     :class:`ReuseDetected` after revoking the family).
     """
     now = now_utc()
-    family = row.family
-    _check_family(family, now)
-    if row.used_at is None:
+    _check_family(row, now)
+    used_at, sealed = row.used_at, row.successor_encrypted
+    if used_at is None:
         if row.idle_expires_at <= now:
-            raise RefreshError("idle_expired", family=family)
+            raise RefreshError("idle_expired", family_id=row.family_id)
         value = new_token(32)
-        claimed = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
-            .values(used_at=now, successor_encrypted=cipher.encrypt(value))
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed == 1:
-            set_committed_value(row, "used_at", now)
-            if row.parent_id is not None:  # the grandparent's copy is no longer needed
-                db.session.execute(
-                    update(RefreshToken).where(RefreshToken.id == row.parent_id)
-                    .values(successor_encrypted=None)
-                    .execution_options(synchronize_session=False)
-                )
-            issue(settings, family, scope=row.scope, parent_id=row.id, value=value, now=now)
-            _touch(family, now, ip, user_agent)
-            return Rotation(row, family, value, grace_retry=False)
+        changed = _run(_CLAIM, row_id=row.id, parent=row.parent_id, now=now,
+                       sealed=cipher.encrypt(value)).rowcount
+        if changed == (1 if row.parent_id is None else 2):
+            _run(_ADD, id=new_id(), family_id=row.family_id, parent_id=row.id,
+                 token_hash=token_hash(value), scope=row.scope, created_at=now,
+                 idle_expires_at=_idle_expiry(settings, row.family_expires_at, now))
+            _run(_TOUCH, family_id=row.family_id, now=now, client_ip=_clip(ip, 64),
+                 client_ua=_clip(user_agent, 512))
+            return Rotation(row.family_id, value, grace_retry=False)
         # Lost the race: another request rotated this token a moment ago. Read what it wrote.
-        db.session.refresh(row)
-    return _replay_or_revoke(settings, row, cipher, now)
+        state = _run(_USE_STATE, row_id=row.id).first()
+        if state is None:  # deleted meanwhile (its family pruned)
+            raise RefreshError("refresh_token_unknown", family_id=row.family_id)
+        used_at, sealed = state
+    return _replay_or_revoke(settings, row, used_at, sealed, cipher, now)
 
 
 def _replay_or_revoke(
-    settings: TokenSettings, row: RefreshToken, cipher: TokenCipher, now: datetime
+    settings: TokenSettings, row: Row, used_at: datetime | None, sealed: str | None,
+    cipher: TokenCipher, now: datetime,
 ) -> Rotation:
     """A used token: the same successor for the immediate parent within the window, else revoke."""
-    family = row.family
-    child = db.session.execute(
-        select(RefreshToken).where(RefreshToken.parent_id == row.id)
-    ).scalar_one_or_none()
+    child = _run(_CHILD, row_id=row.id).first()
     in_grace = (
         settings.grace_seconds > 0
-        and row.used_at is not None
-        and now - row.used_at <= timedelta(seconds=settings.grace_seconds)
-        and row.successor_encrypted is not None
+        and used_at is not None
+        and now - used_at <= timedelta(seconds=settings.grace_seconds)
+        and sealed is not None
         and child is not None
         and child.used_at is None
     )
     if in_grace:
-        value = _decrypt(cipher, row.successor_encrypted)
+        value = _decrypt(cipher, sealed)
         if value is not None and token_hash(value) == child.token_hash:
-            return Rotation(row, family, value, grace_retry=True)
-    revoke_family(family, "reuse_detected")
-    raise ReuseDetected("reuse_detected", family=family)
+            return Rotation(row.family_id, value, grace_retry=True)
+    revoke_family_id(row.family_id, "reuse_detected")
+    raise ReuseDetected("reuse_detected", family_id=row.family_id)
 
 
 def _decrypt(cipher: TokenCipher, ciphertext: str) -> str | None:
@@ -186,23 +242,17 @@ def _decrypt(cipher: TokenCipher, ciphertext: str) -> str | None:
         return None
 
 
-def _check_family(family: TokenFamily, now: datetime) -> None:
-    if family.revoked_at is not None:
-        raise RefreshError("family_revoked", family=family)
-    if family.expires_at <= now:
-        raise RefreshError("family_expired", family=family)
-    if not family.user.is_active:
-        raise RefreshError("user_disabled", family=family)
+def _check_family(row: Row, now: datetime) -> None:
+    if row.family_revoked_at is not None:
+        raise RefreshError("family_revoked", family_id=row.family_id)
+    if row.family_expires_at <= now:
+        raise RefreshError("family_expired", family_id=row.family_id)
+    if row.user_disabled_at is not None:
+        raise RefreshError("user_disabled", family_id=row.family_id)
 
 
-def _idle_expiry(settings: TokenSettings, family: TokenFamily, now: datetime) -> datetime:
-    return min(now + timedelta(seconds=settings.refresh_idle_ttl), family.expires_at)
-
-
-def _touch(family: TokenFamily, now: datetime, ip: str | None, user_agent: str | None) -> None:
-    family.last_used_at = now
-    family.ip = _clip(ip, 64)
-    family.user_agent = _clip(user_agent, 512)
+def _idle_expiry(settings: TokenSettings, family_expires_at: datetime, now: datetime) -> datetime:
+    return min(now + timedelta(seconds=settings.refresh_idle_ttl), family_expires_at)
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -216,18 +266,27 @@ def _clip(value: str | None, limit: int) -> str | None:
 
 def revoke_family(family: TokenFamily, reason: str) -> bool:
     """Revoke every token of `family`; True if this call revoked it, False if it already was."""
+    revoked_at = revoke_family_id(family.id, reason)
+    if revoked_at is None:
+        return False
+    set_committed_value(family, "revoked_at", revoked_at)
+    set_committed_value(family, "revoked_reason", reason[:40])
+    return True
+
+
+def revoke_family_id(family_id: str, reason: str) -> datetime | None:
+    """Revoke the family by id; returns when, or None if it already was revoked."""
     now = now_utc()
-    changed = db.session.execute(
+    changed = db.session.execute(  # an ORM UPDATE, so the liveness caches hear of it
         update(TokenFamily)
-        .where(TokenFamily.id == family.id, TokenFamily.revoked_at.is_(None))
+        .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason[:40])
         .execution_options(synchronize_session=False)
     ).rowcount
-    if changed:
-        set_committed_value(family, "revoked_at", now)
-        set_committed_value(family, "revoked_reason", reason[:40])
-        _wipe_successors([family.id])
-    return bool(changed)
+    if not changed:
+        return None
+    _wipe_successors([family_id])
+    return now
 
 
 def revoke_user_families(user_id: str, reason: str) -> int:

@@ -5,11 +5,14 @@ https://datatracker.ietf.org/doc/html/rfc6749#section-6 ; the family semantics a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Row
 
 from ... import audit
 from ...extensions import db
-from ...models import RefreshToken
+from ...models import Client
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules
@@ -18,6 +21,13 @@ from ..errors import InvalidGrantError
 from ..errors import InvalidRequestError
 from .base import BaseGrant
 from .base import Grantee
+
+
+@dataclass(frozen=True)
+class ClientRef:
+    """The client as far as a refresh needs it: its id, read with the token (enabled)."""
+
+    id: str
 
 
 class RefreshTokenGrant(BaseGrant):
@@ -32,12 +42,12 @@ class RefreshTokenGrant(BaseGrant):
             raise InvalidRequestError("refresh_token is required.", reason="refresh_token_missing")
         requested = self.request.get("scope")
         self.requested_scopes = None if requested is None else scope_rules.parse(requested)
-        self.row = refresh.find(value)
+        self.row = refresh.find_presented(value)
         self.client = self._validate_refresh_client(self.row)
         if self.row is None:
             raise InvalidGrantError(reason="refresh_token_unknown")
-        self.user_id = self.row.family.user_id
-        if self.row.family.client_id != self.client.id:
+        self.user_id = self.row.user_id
+        if self.row.client_id != self.client.id:
             # Keycloak's "unmatching clients": refused, and the token stays valid for its owner.
             raise InvalidGrantError(reason="client_mismatch")
         granted = tuple(self.row.scope.split())
@@ -48,13 +58,12 @@ class RefreshTokenGrant(BaseGrant):
                                        reason="scope_escalation")
             self.scopes = self.requested_scopes
 
-    def _validate_refresh_client(self, row: RefreshToken | None):
+    def _validate_refresh_client(self, row: Row | None) -> Client | ClientRef:
         """The client usually comes with the token's row already (one query instead of two)."""
         client_id = self.request.client_id
-        if row is not None and client_id == row.family.client_id:
-            client = row.family.client
-            if client.disabled_at is None:
-                return client
+        if row is not None and client_id == row.client_id:
+            if row.client_disabled_at is None:
+                return ClientRef(row.client_id)
             raise InvalidClientError(reason="client_disabled")
         client = clients.get_active(client_id)
         if client is None:
@@ -72,22 +81,22 @@ class RefreshTokenGrant(BaseGrant):
             audit.record(
                 "refresh_token_reuse_detected", "failure", user_id=self.user_id,
                 client_id=self.client.id, reason="family_revoked",
-                details={"family_id": exc.family.id if exc.family else None},
+                details={"family_id": exc.family_id},
             )
             db.session.commit()
             raise InvalidGrantError(reason=exc.reason) from exc
         except refresh.RefreshError as exc:
             raise InvalidGrantError(reason=exc.reason) from exc
-        family = rotation.family
-        audit.record(
-            self.AUDIT_EVENT, user_id=family.user_id, client_id=self.client.id,
+        row = self.row
+        audit.record_now(
+            self.AUDIT_EVENT, user_id=row.user_id, client_id=self.client.id,
             reason="grace_retry" if rotation.grace_retry else None,
-            details={"family_id": family.id, "scope": scope_rules.join(self.scopes)},
+            details={"family_id": row.family_id, "scope": scope_rules.join(self.scopes)},
         )
-        grantee, family_id = Grantee.of(family.user), family.id
-        audience, auth_time = family.audience, int(family.created_at.timestamp())
         db.session.commit()
+        grantee = Grantee(row.user_id, row.email, bool(row.email_verified), row.first_name,
+                          row.last_name)
         return self._token_body(
-            grantee=grantee, audience=audience, scopes=self.scopes, family_id=family_id,
-            auth_time=auth_time, refresh_token=rotation.refresh_token,
+            grantee=grantee, audience=row.audience, scopes=self.scopes, family_id=row.family_id,
+            auth_time=int(row.family_created_at.timestamp()), refresh_token=rotation.refresh_token,
         )
