@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask import request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -41,7 +42,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import security
     from . import sessions
     from . import token_service
-    from .extensions import csrf
     from .extensions import db
     from .extensions import limiter
     from .extensions import migrate
@@ -49,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
-    csrf.init_app(app)
+    _csrf_for_unsafe_methods_only(app)
     limiter.init_app(app)
     _limit_only_decorated_routes(app)
     with app.app_context():
@@ -65,6 +65,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     apple_events.init_app(app)
     maintenance.init_app(app)
     return app
+
+
+def _csrf_for_unsafe_methods_only(app: Flask) -> None:
+    """Flask-WTF's CSRF check on every request, but GET/HEAD/OPTIONS leave at once.
+
+    Its own hook looks up the view's exemption before it looks at the method — a few
+    microseconds on every API call. Ours asks the method first and then runs the very same
+    check (`protect(apply_exemptions=True)`), so `@csrf.exempt` keeps working.
+    """
+    from .extensions import csrf
+
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # read by Flask-WTF's own hook: stand it down
+    csrf.init_app(app)
+
+    @app.before_request
+    def _csrf_protect() -> None:
+        cfg = app.config
+        if request.method in cfg["WTF_CSRF_METHODS"] and cfg["WTF_CSRF_ENABLED"]:
+            csrf.protect(apply_exemptions=True)
 
 
 def _limit_only_decorated_routes(app: Flask) -> None:

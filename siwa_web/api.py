@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import Blueprint
 from flask import Flask
-from flask import jsonify
 from flask.typing import ResponseReturnValue
 
 from .extensions import csrf
+from .nostore import no_store_json
 from .oauth import scopes
 from .protect import principal as current_principal
 from .protect import require_token
@@ -23,18 +23,12 @@ def _claims(principal, granted: frozenset[str]) -> dict[str, Any]:
         first_name=principal.first_name, last_name=principal.last_name)}
 
 
-def _no_store(response):
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
-
-
 @bp.get("/userinfo")
 @require_token(scopes.OPENID)
 def userinfo() -> ResponseReturnValue:
     """Return the signed-in user's claims (OpenID Connect Core §5.3)."""
     principal = current_principal()
-    return _no_store(jsonify(_claims(principal, principal.token.scopes)))
+    return no_store_json(_claims(principal, principal.token.scopes))
 
 
 @bp.get("/api/me")
@@ -43,12 +37,12 @@ def me() -> ResponseReturnValue:
     """Sample protected API: who is calling, through which app, with which scopes."""
     principal = current_principal()
     token = principal.token
-    return _no_store(jsonify({
+    return no_store_json({
         **_claims(principal, token.scopes),
         "client_id": token.client_id,
         "scope": " ".join(sorted(token.scopes)),
         "expires_at": token.exp,
-    }))
+    })
 
 
 def init_app(app: Flask) -> None:

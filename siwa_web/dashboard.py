@@ -35,6 +35,7 @@ from .errors import render_error
 from .extensions import db
 from .models import WebSession
 from .models.base import now_utc
+from .nostore import no_store
 from .oauth.refresh import revoke_family
 from .oauth.refresh import revoke_user_families
 
@@ -70,12 +71,8 @@ def _own_origins() -> set[str]:
     return {request.host_url.rstrip("/"), "/".join(issuer[:3])}
 
 
-@bp.after_request
-def _no_store(response: Response) -> Response:
-    """Account pages show who is signed in where: never keep them in any cache."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+# Account pages show who is signed in where: never keep them in any cache.
+bp.after_request(no_store)
 
 
 def _user_id() -> str:

@@ -18,6 +18,8 @@ from flask_limiter.util import get_remote_address
 
 from .extensions import csrf
 from .extensions import limiter
+from .nostore import no_store
+from .nostore import no_store_json
 from .oauth import scopes
 from .oauth.errors import InvalidRequestError
 from .oauth.errors import TemporarilyUnavailableError
@@ -85,12 +87,6 @@ def token_request() -> TokenRequest:
     )
 
 
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
-
-
 # --- rate limits ---------------------------------------------------------------------------------
 
 
@@ -138,7 +134,7 @@ def _rate_limited(exc: RateLimitExceeded) -> ResponseReturnValue:
 def token() -> ResponseReturnValue:
     """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
     body = server().create_token_response(token_request())
-    return _no_store(jsonify(body))
+    return no_store_json(body)
 
 
 @bp.post("/oauth/revoke")
@@ -146,7 +142,7 @@ def token() -> ResponseReturnValue:
 def revoke() -> ResponseReturnValue:
     """Revoke a refresh or access token (RFC 7009): 200 with an empty body."""
     server().create_revocation_response(token_request())
-    return _no_store(Response(status=200))
+    return no_store(Response(status=200))
 
 
 @bp.get("/.well-known/jwks.json")

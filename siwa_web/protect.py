@@ -24,9 +24,12 @@ def _bearer_token() -> str:
     :raises InvalidBearerRequestError: the token was also sent in the query or the body.
     :raises InvalidTokenError: the header is malformed.
     """
-    header = request.headers.get("Authorization")
-    elsewhere = "access_token" in request.args or (
-        request.mimetype == "application/x-www-form-urlencoded" and "access_token" in request.form
+    environ = request.environ
+    header = environ.get("HTTP_AUTHORIZATION")
+    # Parse the query string and the body only when there is one (most API calls have neither).
+    elsewhere = (environ.get("QUERY_STRING") and "access_token" in request.args) or (
+        environ.get("CONTENT_TYPE") and request.mimetype == "application/x-www-form-urlencoded"
+        and "access_token" in request.form
     )
     if header is None:
         raise MissingTokenError(reason="no_credentials")

@@ -126,7 +126,9 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if not request.cookies.get(self.get_cookie_name(app)):
+        # Parsing the Cookie header walks the whole environ: skip it when there is none.
+        if "HTTP_COOKIE" not in request.environ or not request.cookies.get(
+                self.get_cookie_name(app)):
             return self.session_class()
         return super().open_session(app, request)
 

@@ -6,8 +6,6 @@ audiences — an access token's `aud` is an API identifier, an ID token's `aud` 
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -15,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from joserfc import jws
 from joserfc import jwt
 from joserfc.errors import JoseError
 
@@ -27,6 +26,7 @@ ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 ID_TOKEN_TYP = "JWT"
 MAX_JWT_LENGTH = 8 * 1024
 MAX_KID_LENGTH = 64
+MAX_HEADER_SEGMENT = 2048
 _COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 REQUIRED_AT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id", "sid")
 
@@ -132,24 +132,35 @@ def issue_id_token(
 # --- verification ------------------------------------------------------------------------------
 
 
-def _b64json(segment: str, limit: int) -> dict[str, Any]:
-    if len(segment) > limit:
-        raise TokenInvalid("segment_too_large")
-    try:
-        data = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError, RecursionError) as exc:
-        raise TokenInvalid("malformed") from exc
-    if not isinstance(data, dict):
-        raise TokenInvalid("malformed")
-    return data
+# One registry per algorithm, built once: joserfc would build a new one for every token.
+_REGISTRIES: dict[str, jws.JWSRegistry] = {}
+
+
+def _registry(alg: str) -> jws.JWSRegistry:
+    registry = _REGISTRIES.get(alg)
+    if registry is None:
+        registry = _REGISTRIES[alg] = jws.JWSRegistry(algorithms=[alg])
+    return registry
 
 
 def _verified(ring: KeyRing, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check shape, header and signature; return (header, claims). No claim checks yet."""
+    """Check shape, header and signature; return (header, claims). No claim checks yet.
+
+    The token is parsed once (`extract_compact`): the header is checked before any key is
+    chosen, then the signature verified on the same object.
+    """
     if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH or not _COMPACT_JWS.match(token):
         raise TokenInvalid("malformed")
-    header = _b64json(token.split(".", 1)[0], 2048)
-    if "crit" in header:
+    if token.index(".") > MAX_HEADER_SEGMENT:
+        raise TokenInvalid("segment_too_large")
+    try:
+        signed = jws.extract_compact(token.encode("ascii"))
+    except (JoseError, ValueError, TypeError, RecursionError) as exc:
+        raise TokenInvalid("malformed") from exc
+    header = signed.headers()
+    if not isinstance(header, dict):
+        raise TokenInvalid("malformed")
+    if "crit" in header or "b64" in header:
         raise TokenInvalid("crit_unsupported")
     kid = header.get("kid")
     if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
@@ -161,10 +172,18 @@ def _verified(ring: KeyRing, token: str) -> tuple[dict[str, Any], dict[str, Any]
     if header.get("alg") != key.alg:
         raise TokenInvalid("alg_not_allowed")
     try:
-        decoded = jwt.decode(token, key.public, algorithms=[key.alg])
+        valid = jws.validate_compact(signed, key.public, registry=_registry(key.alg))
     except (JoseError, ValueError, TypeError) as exc:
         raise TokenInvalid("bad_signature") from exc
-    return header, decoded.claims
+    if not valid:
+        raise TokenInvalid("bad_signature")
+    try:
+        claims = json.loads(signed.payload)
+    except (ValueError, RecursionError) as exc:
+        raise TokenInvalid("malformed") from exc
+    if not isinstance(claims, dict):
+        raise TokenInvalid("malformed")
+    return header, claims
 
 
 def _check_times(claims: dict[str, Any], now: int, leeway: int) -> None:

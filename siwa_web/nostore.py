@@ -1,0 +1,23 @@
+"""Responses that no cache may keep: tokens, claims and account pages (RFC 6749 §5.1)."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask import current_app
+
+NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+
+
+def no_store(response: Response) -> Response:
+    """Mark an existing response as not cacheable."""
+    for name, value in NO_STORE:
+        response.headers[name] = value
+    return response
+
+
+def no_store_json(body: Any, status: int = 200) -> Response:
+    """`jsonify(body)` with the no-store headers, built in one go (it runs on every API call)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app.response_class(
+        app.json.dumps(body) + "\n", status, NO_STORE, mimetype="application/json")
