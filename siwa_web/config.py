@@ -72,6 +72,7 @@ def _finish(app: Flask) -> None:
             raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
     _size_pool(cfg)
+    _gate_sqlite(cfg)
     if cfg.get("SESSION_COOKIE_SECURE") is None:
         cfg["SESSION_COOKIE_SECURE"] = https
     if not cfg.get("SESSION_COOKIE_NAME"):
@@ -92,6 +93,20 @@ def _size_pool(cfg: dict) -> None:
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     options.setdefault("pool_size", int(cfg["DB_POOL_SIZE"]))
     options.setdefault("max_overflow", int(cfg["DB_MAX_OVERFLOW"]))
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _gate_sqlite(cfg: dict) -> None:
+    """Queue a worker's SQLite writers on one lock (`siwa_web.sqlite_gate`) unless turned off."""
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if not uri.startswith("sqlite") or not cfg["SQLITE_WRITER_GATE"]:
+        return
+    from .sqlite_gate import GatedConnection
+
+    options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    connect_args = dict(options.get("connect_args") or {})
+    connect_args.setdefault("factory", GatedConnection)
+    options["connect_args"] = connect_args
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 

@@ -15,6 +15,7 @@ SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
 # signing-key reload; workers x (size + overflow) must stay under PostgreSQL's max_connections.
 DB_POOL_SIZE = 16
 DB_MAX_OVERFLOW = 8
+SQLITE_WRITER_GATE = True  # a worker's threads take turns at SQLite's write lock (sqlite_gate)
 ISSUER = "http://localhost:5000"  # our public base URL; `iss` of our tokens
 TRUST_PROXY_HOPS = 0  # number of reverse proxies whose X-Forwarded-* headers we trust
 MAX_CONTENT_LENGTH = 64 * 1024
