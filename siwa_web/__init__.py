@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import logs
     from . import maintenance
     from . import models  # noqa: F401  (register tables for migrations)
+    from . import pool_ping
     from . import security
     from . import sessions
     from . import token_service
@@ -54,6 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _limit_only_decorated_routes(app)
     with app.app_context():
         _tune_sqlite(db.engine)
+        pool_ping.install(db.engine, float(app.config["DB_PING_IDLE_SECONDS"]))
     sessions.init_app(app)
     security.init_app(app)
     errors.init_app(app)

@@ -10,7 +10,8 @@ SECRET_KEY = None  # generated into instance/secret_key in development
 SECRET_KEY_FALLBACKS: list[str] = []
 TOKEN_ENCRYPTION_KEYS: list[str] = []  # Fernet keys for Apple refresh tokens; first encrypts
 SQLALCHEMY_DATABASE_URI = None  # default: sqlite:///<instance>/siwa.sqlite
-SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+DB_PING_IDLE_SECONDS = 5.0  # ping a pooled connection before use only if idle this long (pool_ping)
 # Connections per worker process: at least its threads (gunicorn.conf.py: 16) plus one for the
 # signing-key reload; workers x (size + overflow) must stay under PostgreSQL's max_connections.
 DB_POOL_SIZE = 16
