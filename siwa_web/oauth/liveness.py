@@ -18,6 +18,7 @@ verifying the token itself, so each process keeps the rows it read, tagged with 
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -28,6 +29,10 @@ from typing import Any
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+# Set at interpreter exit: listener threads stop quietly instead of reporting the lost
+# connection (or logging into closed streams) while the process winds down.
+_exiting = threading.Event()
+atexit.register(_exiting.set)
 
 CHANNEL = "siwa_liveness"
 
@@ -138,23 +143,25 @@ class PostgresSignal:
         import psycopg
 
         backoff = 0.5
-        while True:
+        while not _exiting.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._generation += 1
                     self._listening = True
                     backoff = 0.5
-                    while True:
+                    while not _exiting.is_set():
                         for _ in conn.notifies(timeout=self._poll):
                             self._generation += 1
                         conn.execute("SELECT 1")  # notices a dead connection between notices
             except Exception as exc:  # noqa: BLE001 - keep listening whatever went wrong
                 self._generation += 1
                 self._listening = False
+                if _exiting.is_set():
+                    return
                 log.warning("session-change listener disconnected (%s); retrying in %.1f s",
                             type(exc).__name__, backoff)
-                time.sleep(backoff)
+                _exiting.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
 
