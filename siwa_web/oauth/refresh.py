@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import CursorResult
 from sqlalchemy import Executable
 from sqlalchemy import Row
+from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import and_
 from sqlalchemy import bindparam
@@ -160,10 +161,28 @@ _CLAIM = (
         successor_encrypted=case((_IS_ROW, bindparam("sealed", type_=Text())), else_=None),
     )
 )
-_ADD = insert(_RT)
 _TOUCH = (
-    update(_TF).where(_TF.c.id == bindparam("family_id"))
+    update(_TF).where(_TF.c.id == bindparam("fam"))
     .values(last_used_at=_NOW, ip=bindparam("client_ip"), user_agent=bindparam("client_ua"))
+)
+_SUCCESSOR = {
+    "id": bindparam("new_id", type_=String()), "family_id": bindparam("fam", type_=String()),
+    "parent_id": bindparam("row_id", type_=String()),
+    "token_hash": bindparam("new_hash", type_=String()),
+    "scope": bindparam("new_scope", type_=String()), "created_at": _NOW,
+    "idle_expires_at": bindparam("idle", type_=UTCDateTime()),
+}
+_ADD = insert(_RT).values(_SUCCESSOR)
+# PostgreSQL runs claim, successor and touch as one statement (data-modifying CTEs): one round
+# trip instead of three. The successor is inserted only if this request claimed the token.
+_CLAIMED = _CLAIM.returning(_RT.c.id).cte("claimed")
+_WON = select(_CLAIMED.c.id).where(_CLAIMED.c.id == bindparam("row_id"))
+_ROTATE_AT_ONCE = (
+    insert(_RT)
+    .from_select(list(_SUCCESSOR), select(*_SUCCESSOR.values()).where(_WON.exists()))
+    .add_cte(_CLAIMED)
+    .add_cte(_TOUCH.where(_WON.exists()).cte("touched"))
+    .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps it only for UPDATE/DELETE
 )
 _USE_STATE = select(_RT.c.used_at, _RT.c.successor_encrypted).where(_RT.c.id == bindparam("row_id"))
 _CHILD = select(_RT.c.token_hash, _RT.c.used_at).where(_RT.c.parent_id == bindparam("row_id"))
@@ -196,14 +215,12 @@ def rotate(
         if row.idle_expires_at <= now:
             raise RefreshError("idle_expired", family_id=row.family_id)
         value = new_token(32)
-        changed = _run(_CLAIM, row_id=row.id, parent=row.parent_id, now=now,
-                       sealed=cipher.encrypt(value)).rowcount
-        if changed == (1 if row.parent_id is None else 2):
-            _run(_ADD, id=new_id(), family_id=row.family_id, parent_id=row.id,
-                 token_hash=token_hash(value), scope=row.scope, created_at=now,
-                 idle_expires_at=_idle_expiry(settings, row.family_expires_at, now))
-            _run(_TOUCH, family_id=row.family_id, now=now, client_ip=_clip(ip, 64),
-                 client_ua=_clip(user_agent, 512))
+        if _claim(
+            row_id=row.id, parent=row.parent_id, now=now, sealed=cipher.encrypt(value),
+            new_id=new_id(), fam=row.family_id, new_hash=token_hash(value), new_scope=row.scope,
+            idle=_idle_expiry(settings, row.family_expires_at, now),
+            client_ip=_clip(ip, 64), client_ua=_clip(user_agent, 512),
+        ):
             return Rotation(row.family_id, value, grace_retry=False)
         # Lost the race: another request rotated this token a moment ago. Read what it wrote.
         state = _run(_USE_STATE, row_id=row.id).first()
@@ -211,6 +228,19 @@ def rotate(
             raise RefreshError("refresh_token_unknown", family_id=row.family_id)
         used_at, sealed = state
     return _replay_or_revoke(settings, row, used_at, sealed, cipher, now)
+
+
+def _claim(**params: Any) -> bool:
+    """Claim the token; if this request won, add its successor and touch the family."""
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        return connection.execute(_ROTATE_AT_ONCE, params).rowcount == 1
+    changed = connection.execute(_CLAIM, params).rowcount
+    if changed != (1 if params["parent"] is None else 2):
+        return False
+    connection.execute(_ADD, params)
+    connection.execute(_TOUCH, params)
+    return True
 
 
 def _replay_or_revoke(
