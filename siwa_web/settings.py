@@ -34,6 +34,7 @@ APPLE_REDIRECT_URI = None  # default: <ISSUER>/auth/apple/callback
 APPLE_EMULATOR = None  # None = on when no Apple credentials are configured (development only)
 APPLE_CONNECT_TIMEOUT = 3.0
 APPLE_READ_TIMEOUT = 8.0
+APPLE_HTTP_IDLE_SECONDS = 1.5  # a pooled connection to Apple idle this long is not reused
 APPLE_JWKS_MAX_AGE = 24 * 3600  # serve cached Apple keys at most this long
 APPLE_JWKS_REFETCH_COOLDOWN = 30  # seconds between refetches on an unknown kid
 APPLE_TOKEN_LEEWAY = 60

@@ -46,8 +46,9 @@ def terminate(url: str, pid: int | None = None) -> None:
     admin = create_engine(url)
     with admin.connect() as conn:
         conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
-            " current_database() AND pid <> pg_backend_pid() AND (CAST(:pid AS integer) IS NULL OR pid = :pid)"),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (CAST(:pid AS integer) IS NULL OR pid = :pid)"),
             {"pid": pid})
     admin.dispose()
 

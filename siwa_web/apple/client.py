@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from . import http
 from .claims import AppleClaims
 from .claims import AppleTokens
 from .client_secret import ClientSecretFactory
@@ -37,7 +38,7 @@ class AppleClient:
     def __init__(self, settings: AppleSettings, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.session = session or requests.Session()
+        self.session = session or http.session(settings.http_idle_seconds)
         self._clock = clock
         self.client_secrets = ClientSecretFactory(
             settings.team_id, settings.key_id, settings.private_key_pem, clock=clock)

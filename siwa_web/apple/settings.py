@@ -17,6 +17,7 @@ class AppleSettings:
     issuers: tuple[str, ...] = APPLE_ISSUERS
     connect_timeout: float = 3.0
     read_timeout: float = 8.0
+    http_idle_seconds: float = 1.5  # never reuse a keep-alive connection idle this long
     jwks_max_age: int = 86400
     jwks_refetch_cooldown: float = 30.0
     leeway: int = 60

@@ -1,0 +1,64 @@
+"""The HTTP session to Apple: pooled keep-alive connections, never reused once idle too long.
+
+A server closes a keep-alive connection after its own idle timeout. A request sent on such a
+connection at the moment the server closes it fails with "Remote end closed connection
+without response" — after it was sent, so it must not be retried (Apple codes are single-use,
+REL-06) and the sign-in would end in a 503. urllib3 drops connections the server has already
+closed, but not one closing right now. So, like Go's `IdleConnTimeout`, a pooled connection
+idle for `idle_seconds` or more is closed and a fresh one opened instead: keep this below the
+server's keep-alive timeout (gunicorn's is 2 s, nginx's 75 s).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.connectionpool import HTTPSConnectionPool
+
+_IDLE_SINCE = "_siwa_idle_since"
+
+
+class _IdleLimit:
+    """Mixed into urllib3's pools: stamp a connection when it comes back, check it on reuse."""
+
+    idle_seconds: float = 1.5
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        since = getattr(conn, _IDLE_SINCE, None)
+        if since is not None and time.monotonic() - since >= self.idle_seconds:
+            conn.close()  # reopened on its next request, before anything is sent
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            setattr(conn, _IDLE_SINCE, time.monotonic())
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class IdleLimitAdapter(HTTPAdapter):
+    """An HTTPAdapter whose pools never reuse a connection idle for `idle_seconds` or more."""
+
+    def __init__(self, idle_seconds: float, **kwargs: Any) -> None:
+        attrs = {"idle_seconds": idle_seconds}
+        self._pool_classes = {
+            "http": type("IdleLimitHTTPPool", (_IdleLimit, HTTPConnectionPool), attrs),
+            "https": type("IdleLimitHTTPSPool", (_IdleLimit, HTTPSConnectionPool), attrs),
+        }
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+
+def session(idle_seconds: float, pool_size: int = 32) -> requests.Session:
+    """A session for Apple's endpoints; the pool fits a worker's threads (16 by default)."""
+    s = requests.Session()
+    adapter = IdleLimitAdapter(idle_seconds, pool_connections=4, pool_maxsize=pool_size)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    return s

@@ -1,0 +1,76 @@
+"""The Apple HTTP session reuses keep-alive connections, but never one that sat idle too long."""
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from siwa_web.apple import http
+from siwa_web.apple.client import AppleClient
+from siwa_web.apple.settings import AppleSettings
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep connections open between requests
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.ports.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    httpd.daemon_threads = True
+    httpd.ports = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def url(httpd) -> str:
+    return f"http://127.0.0.1:{httpd.server_port}/auth/token"
+
+
+def test_a_busy_connection_is_reused(server):
+    s = http.session(idle_seconds=5)
+    for _ in range(3):
+        assert s.post(url(server), data={"a": "b"}, timeout=5).status_code == 200
+    assert len(set(server.ports)) == 1
+
+
+def test_a_connection_idle_too_long_is_replaced_before_sending(server):
+    s = http.session(idle_seconds=0.2)
+    assert s.post(url(server), data={"a": "b"}, timeout=5).status_code == 200
+    time.sleep(0.3)
+    assert s.post(url(server), data={"a": "b"}, timeout=5).status_code == 200
+    assert len(server.ports) == 2 and server.ports[0] != server.ports[1]
+
+
+def test_https_pools_get_the_limit_too():
+    adapter = http.session(idle_seconds=0.7).get_adapter("https://appleid.apple.com")
+    pool = adapter.poolmanager.connection_from_url("https://appleid.apple.com/auth/token")
+    assert pool.idle_seconds == 0.7
+    assert pool.scheme == "https"
+
+
+def test_the_apple_client_uses_the_configured_limit(apple_private_key_pem):
+    settings = AppleSettings(base_url="https://appleid.apple.com", team_id="T", key_id="K",
+                             private_key_pem=apple_private_key_pem, http_idle_seconds=0.9)
+    client = AppleClient(settings)
+    adapter = client.session.get_adapter(settings.token_url)
+    assert isinstance(adapter, http.IdleLimitAdapter)
+    assert adapter.poolmanager.connection_from_url(settings.token_url).idle_seconds == 0.9
