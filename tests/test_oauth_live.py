@@ -81,6 +81,7 @@ def test_docs_example_refuses(live_server, demo_client, case):
         token = tokens["refresh_token"]
     else:
         args = ["--scope", "read:things"]
-    result = run(EXAMPLE, "--issuer", live_server.url, "--audience", audience, *args, token)
+    # "--": a refresh token may start with "-", which argparse would take for an option
+    result = run(EXAMPLE, "--issuer", live_server.url, "--audience", audience, *args, "--", token)
     assert result.returncode in (1, 2)
     assert ("insufficient_scope" if case == "missing_scope" else "invalid_token") in result.stderr
