@@ -76,20 +76,17 @@ class GatedCursor(sqlite3.Cursor):
     """Takes its connection's gate before the first write of a transaction."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> GatedCursor:
-        conn: GatedConnection = self.connection  # type: ignore[assignment]
-        if not conn.holds_gate and _is_write(sql):
-            conn.enter_gate()
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            conn.leave_gate_if_idle()
+        return self._gated(super().execute, sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> GatedCursor:
+        return self._gated(super().executemany, sql, seq_of_parameters)
+
+    def _gated(self, run: Any, sql: str, parameters: Any) -> GatedCursor:
         conn: GatedConnection = self.connection  # type: ignore[assignment]
         if not conn.holds_gate and _is_write(sql):
             conn.enter_gate()
         try:
-            return super().executemany(sql, seq_of_parameters)
+            return run(sql, parameters)
         finally:
             conn.leave_gate_if_idle()
 

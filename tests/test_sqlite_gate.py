@@ -60,6 +60,14 @@ def test_writes_take_the_gate(path, sql):
     assert not conn.holds_gate and gate_is_free(path)
 
 
+def test_executemany_takes_the_gate_too(path):
+    conn = connect(path)
+    conn.cursor().executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    assert conn.holds_gate and not other_process_can_lock(path)
+    conn.commit()
+    assert gate_is_free(path)
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT * FROM t", "BEGIN", "BEGIN DEFERRED", "PRAGMA user_version", "CREATE TABLE u (x)",
 ])
@@ -101,19 +109,25 @@ def test_a_dropped_connection_opens_the_gate(path):
     assert gate_is_free(path)
 
 
-def test_second_writer_waits_on_the_gate_not_in_sqlite(path):
-    """While one thread writes, another waits before BEGIN: it never sleeps in busy handling."""
-    first, second = connect(path), connect(path)
-    first.execute("INSERT INTO t VALUES (1)")
+def write_in_thread(conn: GatedConnection, value: int) -> threading.Event:
+    """INSERT and COMMIT on another thread; the event is set once committed."""
     done = threading.Event()
 
     def write():
-        second.execute("INSERT INTO t VALUES (2)")
-        second.commit()
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+        conn.commit()
         done.set()
 
     threading.Thread(target=write, daemon=True).start()
     time.sleep(0.2)
+    return done
+
+
+def test_second_writer_waits_on_the_gate_not_in_sqlite(path):
+    """While one thread writes, another waits before BEGIN: it never sleeps in busy handling."""
+    first, second = connect(path), connect(path)
+    first.execute("INSERT INTO t VALUES (1)")
+    done = write_in_thread(second, 2)
     assert not done.is_set()
     assert not second.in_transaction  # queued on the gate, SQLite not asked yet
     first.commit()
@@ -137,15 +151,7 @@ def test_a_writer_in_another_process_holds_the_gate(path):
     try:
         assert started.wait(10)
         conn = connect(path)
-        done = threading.Event()
-
-        def write():
-            conn.execute("INSERT INTO t VALUES (1)")
-            conn.commit()
-            done.set()
-
-        threading.Thread(target=write, daemon=True).start()
-        time.sleep(0.2)
+        done = write_in_thread(conn, 1)
         assert not done.is_set() and not conn.in_transaction
         release.set()
         assert done.wait(5)
