@@ -71,6 +71,7 @@ def _finish(app: Flask) -> None:
         if is_production(app):
             raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
+    _check_numbers(cfg)
     _size_pool(cfg)
     _gate_sqlite(cfg)
     if cfg.get("SESSION_COOKIE_SECURE") is None:
@@ -83,6 +84,31 @@ def _finish(app: Flask) -> None:
     if is_production(app) and not https:
         raise ConfigError("ISSUER", "must be an https:// URL in production")
     _configure_apple(app, instance)
+
+
+# Numeric settings read when the app is built: (type, smallest allowed value).
+NUMBERS: dict[str, tuple[type, float]] = {
+    "DB_POOL_SIZE": (int, 1), "DB_MAX_OVERFLOW": (int, 0), "DB_PING_IDLE_SECONDS": (float, 0),
+    "APPLE_CONNECT_TIMEOUT": (float, 0.001), "APPLE_READ_TIMEOUT": (float, 0.001),
+    "APPLE_HTTP_IDLE_SECONDS": (float, 0), "LIVENESS_CACHE_SECONDS": (float, 0),
+}
+
+
+def _check_numbers(cfg: dict) -> None:
+    """Turn numeric settings (env values arrive as text) into numbers, or name the bad one."""
+    for key, (kind, smallest) in NUMBERS.items():
+        raw = cfg.get(key)
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"must be a number, got {raw!r}") from None
+        if value < smallest:
+            raise ConfigError(key, f"must be at least {smallest:g}, got {raw!r}")
+        cfg[key] = value
+    if not isinstance(cfg.get("SQLITE_WRITER_GATE"), bool):
+        raise ConfigError("SQLITE_WRITER_GATE", "must be true or false")
 
 
 def _size_pool(cfg: dict) -> None:

@@ -59,6 +59,26 @@ def test_production_refuses_bad_settings_naming_the_key(app_config, key, value, 
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("DB_POOL_SIZE", "many"), ("DB_POOL_SIZE", 0), ("DB_MAX_OVERFLOW", -1),
+    ("DB_PING_IDLE_SECONDS", "soon"), ("DB_PING_IDLE_SECONDS", -5), ("APPLE_READ_TIMEOUT", 0),
+    ("APPLE_HTTP_IDLE_SECONDS", None), ("APPLE_HTTP_IDLE_SECONDS", True),
+    ("LIVENESS_CACHE_SECONDS", "30s"), ("SQLITE_WRITER_GATE", "yes"),
+])
+def test_bad_numbers_stop_start_up_naming_the_key(app_config, key, value):
+    with pytest.raises(ConfigError) as info:
+        create_app({**app_config, key: value})
+    assert f"SIWA_{key}" in str(info.value)
+
+
+def test_numbers_from_the_environment_are_parsed(monkeypatch, app_config):
+    monkeypatch.setenv("SIWA_DB_PING_IDLE_SECONDS", "2.5")
+    monkeypatch.setenv("SIWA_SQLITE_WRITER_GATE", "false")
+    app = create_app(app_config)
+    assert app.config["DB_PING_IDLE_SECONDS"] == 2.5
+    assert app.config["SQLITE_WRITER_GATE"] is False
+
+
 def test_production_refuses_an_rsa_key(app_config):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
