@@ -48,6 +48,8 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import mapped_column
 
+from siwa_web.sqlite_gate import GatedConnection
+
 KID = "bench-floor"
 TOKEN_TTL = 600
 REFRESH_TTL = dt.timedelta(days=30)
@@ -84,9 +86,15 @@ FLOOR_FAMILY = "floor-family"
 
 
 def make_engine(url: str) -> Engine:
-    """An engine tuned exactly like siwa-web's (siwa_web/__init__.py `_tune_sqlite`)."""
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
+    """An engine tuned exactly like siwa-web's (siwa_web/__init__.py `_tune_sqlite`).
+
+    On SQLite that includes siwa-web's writer gate (`siwa_web.sqlite_gate`): it decides who
+    writes next and does no work, so floor and app are scheduled alike and differ in work only
+    (with SQLite's busy handler the floor itself starved writers into wrk timeouts).
+    """
+    is_sqlite = url.startswith("sqlite")
+    engine = create_engine(url, connect_args={"factory": GatedConnection} if is_sqlite else {})
+    if is_sqlite:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record) -> None:
