@@ -19,10 +19,6 @@ Environment (all optional; command-line flags still win over this file):
   GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30; it must exceed
                      SIWA_APPLE_CONNECT_TIMEOUT + SIWA_APPLE_READ_TIMEOUT)
   GUNICORN_KEEPALIVE seconds an idle keep-alive connection is kept open (default 2, gunicorn's)
-  GUNICORN_SWITCH_INTERVAL  seconds a busy thread keeps the GIL while another waits for it
-                     (default 0.0005; Python's own is 0.005). A request thread whose database
-                     call returned waits at most this long to run again: with 16 threads that
-                     matters most while it holds a database lock (docs/performance.md, section 6).
 """
 from __future__ import annotations
 
@@ -59,25 +55,3 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Error log to stderr; no access log by default (the app logs what matters as JSON lines).
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(
-            f"gunicorn.conf.py: {name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise SystemExit(f"gunicorn.conf.py: {name} must be above 0, got {raw!r}")
-    return value
-
-
-switch_interval = _seconds("GUNICORN_SWITCH_INTERVAL", 0.0005)
-
-
-def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
-    """Each worker hands the GIL over sooner than Python's default (see the docstring)."""
-    import sys
-
-    sys.setswitchinterval(switch_interval)
