@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
+from limits import parse_many
 
 from .crypto import derive_fernet_key
 
@@ -72,6 +73,7 @@ def _finish(app: Flask) -> None:
             raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
     _check_numbers(cfg)
+    _check_rate_limits(cfg)
     _size_pool(cfg)
     _gate_sqlite(cfg)
     if cfg.get("SESSION_COOKIE_SECURE") is None:
@@ -109,6 +111,23 @@ def _check_numbers(cfg: dict) -> None:
         cfg[key] = value
     if not isinstance(cfg.get("SQLITE_WRITER_GATE"), bool):
         raise ConfigError("SQLITE_WRITER_GATE", "must be true or false")
+
+
+RATE_LIMITS = ("RATELIMIT_TOKEN_PER_IP", "RATELIMIT_TOKEN_PER_CLIENT", "RATELIMIT_LOGIN_PER_IP")
+
+
+def _check_rate_limits(cfg: dict) -> None:
+    """Refuse at start-up what would otherwise fail on the first limited request."""
+    for key in RATE_LIMITS:
+        try:
+            parse_many(str(cfg.get(key)))
+        except ValueError:
+            problem = f'must be a limit like "60/minute", got {cfg.get(key)!r}'
+            raise ConfigError(key, problem) from None
+    strategy = cfg.get("RATELIMIT_STRATEGY") or "fixed-window"
+    if str(cfg.get("RATELIMIT_STORAGE_URI")).startswith("memory:") and strategy != "fixed-window":
+        raise ConfigError("RATELIMIT_STRATEGY", f"{strategy!r} needs a shared store such as "
+                          "redis://; the memory:// store counts fixed windows only")
 
 
 def _size_pool(cfg: dict) -> None:

@@ -9,6 +9,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
+from . import ratelimit_store  # noqa: F401  (registers siwa-web's store for memory://)
+
 
 class Base(DeclarativeBase):
     """Declarative base shared by every model."""

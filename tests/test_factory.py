@@ -71,6 +71,19 @@ def test_bad_numbers_stop_start_up_naming_the_key(app_config, key, value):
     assert f"SIWA_{key}" in str(info.value)
 
 
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("RATELIMIT_TOKEN_PER_IP", "sixty a minute", "60/minute"),
+    ("RATELIMIT_TOKEN_PER_CLIENT", "", "60/minute"),
+    ("RATELIMIT_LOGIN_PER_IP", None, "60/minute"),
+    ("RATELIMIT_STRATEGY", "moving-window", "fixed windows only"),
+    ("RATELIMIT_STRATEGY", "sliding-window-counter", "redis://"),
+])
+def test_bad_rate_limits_stop_start_up_naming_the_key(app_config, key, value, says):
+    with pytest.raises(ConfigError) as info:
+        create_app({**app_config, key: value})
+    assert f"SIWA_{key}" in str(info.value) and says in str(info.value)
+
+
 def test_numbers_from_the_environment_are_parsed(monkeypatch, app_config):
     monkeypatch.setenv("SIWA_DB_PING_IDLE_SECONDS", "2.5")
     monkeypatch.setenv("SIWA_SQLITE_WRITER_GATE", "false")
