@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from flask import Blueprint
@@ -12,10 +11,8 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
-from flask_limiter import RequestLimit
-from flask_limiter.errors import RateLimitExceeded
-from flask_limiter.util import get_remote_address
 
+from . import ratelimits
 from .extensions import csrf
 from .extensions import limiter
 from .nostore import no_store
@@ -26,7 +23,6 @@ from .oauth.errors import TemporarilyUnavailableError
 from .oauth.errors import TooManyRequestsError
 from .oauth.requests import TokenRequest
 from .oauth.server import DB_UNAVAILABLE
-from .token_service import render_error
 from .token_service import server
 
 bp = Blueprint("oauth", __name__)
@@ -105,42 +101,45 @@ def _client_key() -> str:
     return "client:" + value[:64] if isinstance(value, str) and value else ""
 
 
-def _on_breach(limit: RequestLimit) -> Response:
-    retry_after = limit.reset_at - int(time.time())
-    return render_error(TooManyRequestsError(retry_after=retry_after, reason="rate_limited"))
+def _limit(setting: str, scope: str, key: str) -> None:
+    """Count this request against one configured limit; 429 in OAuth JSON when it is spent."""
+    cfg = current_app.config
+    if not cfg.get("RATELIMIT_ENABLED", True):
+        return
+    try:
+        ratelimits.hit(limiter.storage, cfg[setting], scope, key,
+                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")))
+    except ratelimits.RateLimited as exc:
+        raise TooManyRequestsError(retry_after=exc.retry_after, reason="rate_limited") from None
 
 
-per_ip = limiter.limit(
-    lambda: current_app.config["RATELIMIT_TOKEN_PER_IP"], key_func=get_remote_address,
-    on_breach=_on_breach, scope="oauth-ip",
-)
-per_client = limiter.limit(
-    lambda: current_app.config["RATELIMIT_TOKEN_PER_CLIENT"], key_func=_client_key,
-    exempt_when=lambda: not _client_key(), on_breach=_on_breach, scope="oauth-client",
-)
+def _limit_per_ip() -> None:
+    """One budget per address for the token and revocation endpoints together."""
+    _limit("RATELIMIT_TOKEN_PER_IP", "oauth-ip", request.remote_addr or "")
 
 
-@bp.errorhandler(RateLimitExceeded)
-def _rate_limited(exc: RateLimitExceeded) -> ResponseReturnValue:
-    return exc.response or render_error(TooManyRequestsError(reason="rate_limited"))
+def _limit_per_client() -> None:
+    client = _client_key()
+    if client:
+        _limit("RATELIMIT_TOKEN_PER_CLIENT", "oauth-client", client)
 
 
 # --- endpoints -----------------------------------------------------------------------------------
 
 
 @bp.post("/oauth/token")
-@per_ip
-@per_client
 def token() -> ResponseReturnValue:
     """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
+    _limit_per_ip()
+    _limit_per_client()
     body = server().create_token_response(token_request())
     return no_store_json(body)
 
 
 @bp.post("/oauth/revoke")
-@per_ip
 def revoke() -> ResponseReturnValue:
     """Revoke a refresh or access token (RFC 7009): 200 with an empty body."""
+    _limit_per_ip()
     server().create_revocation_response(token_request())
     return no_store(Response(status=200))
 

@@ -42,3 +42,21 @@ def test_two_workers_share_one_limit(app_config):
         assert [k for k in store.scan_iter() if b"auth.start" in k]
     finally:
         store.flushdb()
+
+
+def test_token_endpoint_limit_is_shared_through_redis(app_config):
+    """The token endpoint counts in the same Redis store as Flask-Limiter's routes."""
+    import redis
+
+    store = redis.Redis.from_url(REDIS_URL)
+    store.flushdb()
+    config = dict(app_config, RATELIMIT_STORAGE_URI=REDIS_URL, RATELIMIT_TOKEN_PER_IP="3/minute",
+                  RATELIMIT_SWALLOW_ERRORS=False)
+    workers = [create_app(config).test_client() for _ in range(2)]
+    try:
+        statuses = [workers[i % 2].post("/oauth/token", data={"grant_type": "password"}).status_code
+                    for i in range(5)]
+        assert statuses == [400, 400, 400, 429, 429]
+        assert [k for k in store.scan_iter() if b"oauth-ip" in k]
+    finally:
+        store.flushdb()
