@@ -234,18 +234,23 @@ def form(fields: dict[str, str]) -> str:
 
 
 class Http:
-    """A small keep-alive client pool for set-up calls (minting, seeding), not for measuring."""
+    """A small keep-alive client pool for set-up calls (minting, seeding), not for measuring.
+
+    Connections idle for a second are reopened before use: gunicorn closes keep-alive
+    connections after 2 s, and a request sent as it does so fails with a reset (a full run
+    once died of it minting a token after the exchange rounds). siwa-web's Apple client
+    guards against the same race the same way.
+    """
 
     def __init__(self) -> None:
-        import requests
-
-        self._requests = requests
         self._local = threading.local()
 
     def session(self):
         s = getattr(self._local, "s", None)
         if s is None:
-            s = self._local.s = self._requests.Session()
+            from siwa_web.apple.http import session
+
+            s = self._local.s = session(idle_seconds=1.0, pool_size=4)
         return s
 
     def post(self, url: str, **kw):

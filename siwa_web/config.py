@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from limits import parse_many
+from limits.strategies import STRATEGIES
 
 from .crypto import derive_fernet_key
 
@@ -125,6 +126,9 @@ def _check_rate_limits(cfg: dict) -> None:
             problem = f'must be a limit like "60/minute", got {cfg.get(key)!r}'
             raise ConfigError(key, problem) from None
     strategy = cfg.get("RATELIMIT_STRATEGY") or "fixed-window"
+    if strategy not in STRATEGIES:
+        raise ConfigError("RATELIMIT_STRATEGY", f"must be one of {', '.join(sorted(STRATEGIES))}"
+                          f", got {strategy!r}")
     if str(cfg.get("RATELIMIT_STORAGE_URI")).startswith("memory:") and strategy != "fixed-window":
         raise ConfigError("RATELIMIT_STRATEGY", f"{strategy!r} needs a shared store such as "
                           "redis://; the memory:// store counts fixed windows only")

@@ -108,7 +108,8 @@ def _limit(setting: str, scope: str, key: str) -> None:
         return
     try:
         ratelimits.hit(limiter.storage, cfg[setting], scope, key,
-                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")))
+                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
+                       strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
     except ratelimits.RateLimited as exc:
         raise TooManyRequestsError(retry_after=exc.retry_after, reason="rate_limited") from None
 

@@ -77,6 +77,7 @@ def test_bad_numbers_stop_start_up_naming_the_key(app_config, key, value):
     ("RATELIMIT_LOGIN_PER_IP", None, "60/minute"),
     ("RATELIMIT_STRATEGY", "moving-window", "fixed windows only"),
     ("RATELIMIT_STRATEGY", "sliding-window-counter", "redis://"),
+    ("RATELIMIT_STRATEGY", "leaky-bucket", "fixed-window, moving-window"),
 ])
 def test_bad_rate_limits_stop_start_up_naming_the_key(app_config, key, value, says):
     with pytest.raises(ConfigError) as info:

@@ -60,3 +60,23 @@ def test_token_endpoint_limit_is_shared_through_redis(app_config):
         assert [k for k in store.scan_iter() if b"oauth-ip" in k]
     finally:
         store.flushdb()
+
+
+def test_token_endpoint_follows_the_configured_strategy(app_config):
+    """With RATELIMIT_STRATEGY = moving-window the token endpoint keeps a moving window too."""
+    import redis
+
+    store = redis.Redis.from_url(REDIS_URL)
+    store.flushdb()
+    config = dict(app_config, RATELIMIT_STORAGE_URI=REDIS_URL, RATELIMIT_TOKEN_PER_IP="2/minute",
+                  RATELIMIT_STRATEGY="moving-window", RATELIMIT_SWALLOW_ERRORS=False)
+    client = create_app(config).test_client()
+    try:
+        statuses = [client.post("/oauth/token", data={"grant_type": "password"}).status_code
+                    for _ in range(3)]
+        assert statuses == [400, 400, 429]
+        # a moving window is a Redis list of hit times, not a fixed-window counter
+        keys = [k for k in store.scan_iter() if b"oauth-ip" in k]
+        assert keys and all(store.type(k) == b"list" for k in keys)
+    finally:
+        store.flushdb()
