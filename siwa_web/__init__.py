@@ -73,13 +73,18 @@ def _csrf_for_unsafe_methods_only(app: Flask) -> None:
     """Flask-WTF's CSRF check on every request, but GET/HEAD/OPTIONS leave at once.
 
     Its own hook looks up the view's exemption before it looks at the method — a few
-    microseconds on every API call. Ours asks the method first and then runs the very same
+    microseconds on every API call — so it is removed. Ours asks the method first and then runs the very same
     check (`protect(apply_exemptions=True)`), so `@csrf.exempt` keeps working.
     """
     from .extensions import csrf
 
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # read by Flask-WTF's own hook: stand it down
     csrf.init_app(app)
+    # ... and drop that hook, which would now return at once on every request.
+    app.before_request_funcs[None] = [
+        h for h in app.before_request_funcs.get(None, [])
+        if getattr(h, "__module__", "") != "flask_wtf.csrf"
+    ]
 
     @app.before_request
     def _csrf_protect() -> None:
