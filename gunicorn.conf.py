@@ -19,6 +19,10 @@ Environment (all optional; command-line flags still win over this file):
   GUNICORN_TIMEOUT   seconds before a silent worker is restarted (default 30; it must exceed
                      SIWA_APPLE_CONNECT_TIMEOUT + SIWA_APPLE_READ_TIMEOUT)
   GUNICORN_KEEPALIVE seconds an idle keep-alive connection is kept open (default 2, gunicorn's)
+  GUNICORN_REUSE_PORT 0 to share one listening socket between the workers; by default each
+                     worker listens on its own (SO_REUSEPORT) when every bind is a TCP address
+                     and no socket is inherited (systemd activation, USR2 re-exec). See
+                     `on_starting` below.
 """
 from __future__ import annotations
 
@@ -55,3 +59,28 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Error log to stderr; no access log by default (the app logs what matters as JSON lines).
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+
+def reuse_port_is_safe(binds: list[str], environ: dict[str, str]) -> bool:
+    """SO_REUSEPORT only for TCP addresses gunicorn binds itself (not unix:, fd://, systemd)."""
+    choice = environ.get("GUNICORN_REUSE_PORT", "").strip().lower()
+    if choice in ("0", "false", "no", "off"):
+        return False
+    if "LISTEN_FDS" in environ or "GUNICORN_FD" in environ:
+        return False  # inherited sockets (systemd activation, USR2 re-exec) stay shared
+    return all(not b.startswith(("unix:", "fd://")) for b in binds)
+
+
+def on_starting(server) -> None:
+    """Let the kernel spread connections over the workers (gunicorn's `reuse_port`).
+
+    Without it every worker accept()s from one shared socket, and whichever is awake when a
+    burst of keep-alive connections arrives takes them all: a measured round sent all 16 of
+    the load generator's connections to one worker, which its GIL held to one core while three
+    workers idled. With it each worker listens on its own socket and Linux hashes connections
+    across them. Decided here, once gunicorn's command line (`-b`) is applied.
+    """
+    import socket
+
+    wanted = hasattr(socket, "SO_REUSEPORT") and reuse_port_is_safe(server.cfg.bind, os.environ)
+    server.cfg.set("reuse_port", wanted)

@@ -73,8 +73,9 @@ def _csrf_for_unsafe_methods_only(app: Flask) -> None:
     """Flask-WTF's CSRF check on every request, but GET/HEAD/OPTIONS leave at once.
 
     Its own hook looks up the view's exemption before it looks at the method — a few
-    microseconds on every API call — so it is removed. Ours asks the method first and then runs the very same
-    check (`protect(apply_exemptions=True)`), so `@csrf.exempt` keeps working.
+    microseconds on every API call — so it is removed. Ours asks the method first and then
+    runs the very same check (`protect(apply_exemptions=True)`), so `@csrf.exempt` keeps
+    working.
     """
     from .extensions import csrf
 

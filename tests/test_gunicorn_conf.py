@@ -33,3 +33,114 @@ def test_environment_overrides(monkeypatch):
 def test_bad_values_stop_with_the_name(monkeypatch, name, value):
     with pytest.raises(SystemExit, match=name):
         load(monkeypatch, **{name: value})
+
+
+# --- SO_REUSEPORT: the kernel spreads connections over the workers ----------------------------
+
+
+@pytest.mark.parametrize(("binds", "env", "expected"), [
+    (["127.0.0.1:8000"], {}, True),
+    (["0.0.0.0:8000", "[::]:8000"], {}, True),
+    (["unix:/run/siwa.sock"], {}, False),  # each worker would unlink the others' socket file
+    (["127.0.0.1:8000", "unix:/run/siwa.sock"], {}, False),
+    (["fd://3"], {}, False),
+    (["127.0.0.1:8000"], {"LISTEN_FDS": "1"}, False),  # systemd socket activation
+    (["127.0.0.1:8000"], {"GUNICORN_FD": "5"}, False),  # a USR2 re-exec inherits the sockets
+    (["127.0.0.1:8000"], {"GUNICORN_REUSE_PORT": "0"}, False),
+    (["127.0.0.1:8000"], {"GUNICORN_REUSE_PORT": "off"}, False),
+    (["127.0.0.1:8000"], {"GUNICORN_REUSE_PORT": "1"}, True),
+])
+def test_reuse_port_only_where_safe(monkeypatch, binds, env, expected):
+    conf = load(monkeypatch)
+    assert conf["reuse_port_is_safe"](binds, env) is expected
+
+
+def test_on_starting_decides_after_the_command_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    conf = load(monkeypatch)
+    cfg = Config()
+    cfg.set("bind", ["unix:/tmp/siwa-test.sock"])  # as `-b unix:...` on the command line
+    conf["on_starting"](SimpleNamespace(cfg=cfg))
+    assert cfg.reuse_port is False
+    cfg.set("bind", ["127.0.0.1:8000"])
+    conf["on_starting"](SimpleNamespace(cfg=cfg))
+    assert cfg.reuse_port is True
+
+
+def _listeners(port: int) -> int:
+    """LISTEN sockets on 127.0.0.1:`port` (one per worker with SO_REUSEPORT, else one)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and local.endswith(f":{port:04X}"):
+            count += 1
+    return count
+
+
+@pytest.fixture
+def pid_app(tmp_path):
+    (tmp_path / "pidapp.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Connection', 'close')])\n"
+        "    return [str(os.getpid()).encode()]\n"
+    )
+    return tmp_path
+
+
+def _serve(pid_app, **env: str):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
+    environ.update(GUNICORN_WORKERS="2", GUNICORN_THREADS="2",
+                   GUNICORN_BIND=f"127.0.0.1:{port}", **env)
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    proc = subprocess.Popen([gunicorn, "-c", CONF, "--chdir", str(pid_app), "pidapp:app"],
+                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            if _listeners(port) >= (2 if env.get("GUNICORN_REUSE_PORT") != "0" else 1):
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("gunicorn did not come up")
+        time.sleep(0.1)
+    return proc, port, url
+
+
+def test_every_worker_listens_and_connections_reach_both(pid_app):
+    import urllib.request
+
+    proc, port, url = _serve(pid_app)
+    try:
+        assert _listeners(port) == 2
+        pids = {urllib.request.urlopen(url, timeout=5).read() for _ in range(40)}
+        assert len(pids) == 2  # 40 new connections hashed over 2 sockets: both get some
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_one_shared_socket_when_turned_off(pid_app):
+    proc, port, _url = _serve(pid_app, GUNICORN_REUSE_PORT="0")
+    try:
+        assert _listeners(port) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
