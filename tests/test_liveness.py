@@ -7,7 +7,11 @@ PostgreSQL).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from fixtures_tokens import bearer
@@ -139,15 +143,81 @@ def test_file_signal_every_bump_is_a_new_version(tmp_path):
     assert len(seen) == 6
 
 
-def test_file_signal_wraps_around_without_repeating(tmp_path, monkeypatch):
-    monkeypatch.setattr(FileSignal, "MAX_SIZE", 3)
-    signal = FileSignal(str(tmp_path / "x-liveness"))
-    versions = []
-    for _ in range(7):
-        signal.bump()
-        versions.append(signal.version())
-    assert all(a != b for a, b in zip(versions, versions[1:], strict=False))
-    assert os.path.getsize(tmp_path / "x-liveness") <= 3
+def test_file_signal_is_heard_by_another_process(tmp_path):
+    path = str(tmp_path / "db.sqlite-liveness")
+    reader = FileSignal(path)
+    before = reader.version()
+    script = ("import sys; from siwa_web.oauth.liveness import FileSignal; "
+              "FileSignal(sys.argv[1]).bump()")
+    done = subprocess.run(  # a real second process bumps; the reader's mapping sees it at once
+        [sys.executable, "-c", script, path], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert reader.version() != before
+
+
+def test_file_signal_costs_no_system_call_per_lookup(tmp_path, monkeypatch):
+    signal = FileSignal(str(tmp_path / "db.sqlite-liveness"))
+    before = signal.version()  # maps the file
+    calls: list[str] = []
+
+    def spy(name):
+        real = getattr(os, name)
+
+        def call(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    with monkeypatch.context() as m:  # `os` is shared with pytest: patched only for the loop
+        for name in ("stat", "fstat", "open", "pread", "read"):
+            m.setattr(os, name, spy(name))
+        seen = [signal.version() for _ in range(100)]
+    assert seen == [before] * 100
+    assert calls == []
+
+
+def test_concurrent_bumps_are_all_counted(tmp_path):
+    path = str(tmp_path / "db.sqlite-liveness")
+    writers = [FileSignal(path) for _ in range(8)]  # separate descriptors, like processes
+
+    def bump_many(signal: FileSignal) -> None:
+        for _ in range(50):
+            signal.bump()
+
+    threads = [threading.Thread(target=bump_many, args=(w,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(path, "rb") as f:
+        assert int.from_bytes(f.read(FileSignal.SIZE), "little") == 8 * 50
+
+
+def test_file_signal_notices_a_replaced_file_within_a_second(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("siwa_web.oauth.liveness.time.monotonic", lambda: clock[0])
+    path = tmp_path / "db.sqlite-liveness"
+    signal = FileSignal(str(path))
+    first = signal.version()
+    path.unlink()  # an operator tidied the directory; new processes write to a new file
+    FileSignal(str(path)).bump()
+    assert signal.version() == first  # still the old mapping...
+    clock[0] += FileSignal.RECHECK_SECONDS
+    assert signal.version() not in (first, None)  # ...until the next look at the path
+    seen = signal.version()
+    FileSignal(str(path)).bump()
+    assert signal.version() != seen  # and later changes arrive through the new file
+
+
+def test_file_signal_reads_an_older_signal_file(tmp_path):
+    path = tmp_path / "db.sqlite-liveness"
+    path.write_bytes(b"..")  # shorter than a counter: left by an older release
+    signal = FileSignal(str(path))
+    before = signal.version()
+    assert before is not None
+    signal.bump()
+    assert signal.version() != before
 
 
 def test_file_signal_that_cannot_be_read_turns_the_cache_off(tmp_path):
