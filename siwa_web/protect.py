@@ -5,6 +5,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from flask import Request
+from flask import current_app
 from flask import g
 from flask import request
 from werkzeug.local import LocalProxy
@@ -14,22 +16,22 @@ from .oauth.errors import InsufficientScopeError
 from .oauth.errors import InvalidBearerRequestError
 from .oauth.errors import InvalidTokenError
 from .oauth.errors import MissingTokenError
-from .token_service import server
+from .token_service import EXTENSION
 
 
-def _bearer_token() -> str:
+def _bearer_token(req: Request) -> str:
     """Return the token from `Authorization: Bearer`; only the header is accepted.
 
     :raises MissingTokenError: no Bearer credentials (a token in the query string does not count).
     :raises InvalidBearerRequestError: the token was also sent in the query or the body.
     :raises InvalidTokenError: the header is malformed.
     """
-    environ = request.environ
+    environ = req.environ
     header = environ.get("HTTP_AUTHORIZATION")
     # Parse the query string and the body only when there is one (most API calls have neither).
-    elsewhere = (environ.get("QUERY_STRING") and "access_token" in request.args) or (
-        environ.get("CONTENT_TYPE") and request.mimetype == "application/x-www-form-urlencoded"
-        and "access_token" in request.form
+    elsewhere = (environ.get("QUERY_STRING") and "access_token" in req.args) or (
+        environ.get("CONTENT_TYPE") and req.mimetype == "application/x-www-form-urlencoded"
+        and "access_token" in req.form
     )
     if header is None:
         raise MissingTokenError(reason="no_credentials")
@@ -45,11 +47,18 @@ def _bearer_token() -> str:
 
 
 def authenticate(scope: str | None = None, audience: str | None = None) -> Principal:
-    """Verify the request's Bearer token (and scope); store and return the principal."""
-    principal = server().authenticate(_bearer_token(), audience=audience)
+    """Verify the request's Bearer token (and scope); store and return the principal.
+
+    Each context-local (`request`, `current_app`, `g`) is resolved once: every attribute read
+    through Flask's proxies costs a lookup of its own, and this runs on every API call.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    principal = app.extensions[EXTENSION].authenticate(
+        _bearer_token(request._get_current_object()),  # type: ignore[attr-defined]
+        audience=audience)
     if scope is not None and not principal.token.has_scope(scope):
         raise InsufficientScopeError(scope, reason="insufficient_scope")
-    g.siwa_principal = principal
+    g._get_current_object().siwa_principal = principal  # type: ignore[attr-defined]
     return principal
 
 
@@ -72,7 +81,7 @@ def require_token(scope: str | None = None, *, audience: str | None = None) -> C
 
 def principal() -> Principal:
     """The verified caller of this @require_token view (one context lookup; read it once)."""
-    found = g.get("siwa_principal")
+    found = getattr(g._get_current_object(), "siwa_principal", None)  # type: ignore[attr-defined]
     if found is None:
         raise RuntimeError("principal() used outside a @require_token view")
     return found

@@ -1,6 +1,7 @@
 """Protected API and userinfo: security reference §3.5 (API-01 … API-16), RFC 6750 answers."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -205,6 +206,26 @@ def test_api11_disabled_user_is_rejected_at_once(app, client, native_session):
             now_utc()
         db.session.commit()
     assert_invalid_token(client.get("/api/me", headers=bearer(native_session["access_token"])))
+
+
+@pytest.mark.parametrize("offset, ok", [(-1, False), (0, False), (60, True)])
+def test_api11_app_session_past_its_end_is_rejected(app, client, native_session, offset, ok):
+    """The family's own expiry ends the session, whatever the access token's `exp` says."""
+    from siwa_web.extensions import db
+    from siwa_web.models import TokenFamily
+    from siwa_web.models.base import now_utc
+
+    token = native_session["access_token"]
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200  # cached as alive
+    with app.app_context():
+        family = db.session.get(TokenFamily, claims_of(token)["sid"])
+        family.expires_at = now_utc() + dt.timedelta(seconds=offset)
+        db.session.commit()
+    response = client.get("/api/me", headers=bearer(token))
+    if ok:
+        assert response.status_code == 200
+    else:
+        assert_invalid_token(response)
 
 
 def test_api12_query_string_token_not_accepted(client, native_session):

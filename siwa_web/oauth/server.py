@@ -6,9 +6,10 @@ Framework-free: views hand in a `TokenRequest` and render what comes back, or th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 
 from sqlalchemy import bindparam
 from sqlalchemy import select
@@ -22,7 +23,6 @@ from ..crypto import TokenCipher
 from ..extensions import db
 from ..models import TokenFamily
 from ..models import User
-from ..models.base import now_utc
 from . import clients
 from . import refresh
 from . import tokens
@@ -44,9 +44,8 @@ log = logging.getLogger(__name__)
 DB_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
-@dataclass(frozen=True)
-class Principal:
-    """A verified access token plus the live user behind it (one primary-key lookup)."""
+class Principal(NamedTuple):
+    """A verified access token plus the live user behind it (immutable; built on every API call)."""
 
     token: tokens.AccessToken
     user_id: str
@@ -200,10 +199,10 @@ class AuthorizationServer:
             raise TemporarilyUnavailableError(reason="database_unavailable") from exc
         reason = (
             "family_unknown" if row is None or row.user_id != access.sub
-            else "family_revoked" if row.revoked_at is not None
-            else "user_disabled" if row.disabled_at is not None
+            else "family_revoked" if row.revoked
+            else "user_disabled" if row.disabled
             # the app session is over, whatever the token says
-            else "family_expired" if row.expires_at <= now_utc()
+            else "family_expired" if row.expires_at <= time.time()
             else None
         )
         if reason is not None:
@@ -211,7 +210,7 @@ class AuthorizationServer:
             raise InvalidTokenError(reason=reason)
         return Principal(
             token=access, user_id=row.user_id, email=row.email,
-            email_verified=bool(row.email_verified), first_name=row.first_name,
+            email_verified=row.email_verified, first_name=row.first_name,
             last_name=row.last_name,
         )
 
@@ -246,9 +245,34 @@ _FAMILY_AND_USER = (
 )
 
 
-def _family_and_user(access: tokens.AccessToken) -> Any:
-    return db.session.connection().execute(
+class SessionState(NamedTuple):
+    """What a Bearer check needs of a family and its user, as the liveness cache keeps it.
+
+    A plain tuple rather than SQLAlchemy's Row: it is read on every API call, and each
+    attribute of a Row costs about ten times as much to read.
+    """
+
+    user_id: str
+    revoked: bool
+    disabled: bool
+    expires_at: float  # POSIX timestamp
+    email: str | None
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+
+
+def _family_and_user(access: tokens.AccessToken) -> SessionState | None:
+    row = db.session.connection().execute(
         _FAMILY_AND_USER, {"family_id": access.family_id}).first()
+    if row is None:
+        return None
+    return SessionState(
+        user_id=row.user_id, revoked=row.revoked_at is not None,
+        disabled=row.disabled_at is not None, expires_at=row.expires_at.timestamp(),
+        email=row.email, email_verified=bool(row.email_verified), first_name=row.first_name,
+        last_name=row.last_name,
+    )
 
 
 def _rollback() -> None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 
 from joserfc import jws
 from joserfc import jwt
@@ -39,9 +40,8 @@ class TokenInvalid(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class AccessToken:
-    """The verified claims of one of our access tokens."""
+class AccessToken(NamedTuple):
+    """The verified claims of one of our access tokens (immutable; a tuple is the cheapest)."""
 
     sub: str
     client_id: str
