@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config
+from .json_provider import ReusedEncoderJSONProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
     )
+    app.json = ReusedEncoderJSONProvider(app)
     config.load(app, test_config)
     if app.config["TRUST_PROXY_HOPS"]:
         hops = int(app.config["TRUST_PROXY_HOPS"])
@@ -90,7 +92,9 @@ def _csrf_for_unsafe_methods_only(app: Flask) -> None:
     @app.before_request
     def _csrf_protect() -> None:
         cfg = app.config
-        if request.method in cfg["WTF_CSRF_METHODS"] and cfg["WTF_CSRF_ENABLED"]:
+        # `request` resolved once: a read through the proxy costs as much as the rest here.
+        method = request._get_current_object().method  # type: ignore[attr-defined]
+        if method in cfg["WTF_CSRF_METHODS"] and cfg["WTF_CSRF_ENABLED"]:
             csrf.protect(apply_exemptions=True)
 
 

@@ -17,7 +17,14 @@ def no_store(response: Response) -> Response:
 
 
 def no_store_json(body: Any, status: int = 200) -> Response:
-    """`jsonify(body)` with the no-store headers, built in one go (it runs on every API call)."""
+    """`jsonify(body)` with the no-store headers (it runs on every API call).
+
+    The headers are added one by one: handing them to the constructor costs three times as
+    much (Werkzeug first checks which kind of mapping it was given).
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    return app.response_class(
-        app.json.dumps(body) + "\n", status, NO_STORE, mimetype="application/json")
+    response = app.response_class(app.json.dumps(body) + "\n", status, mimetype="application/json")
+    add = response.headers.add
+    for name, value in NO_STORE:
+        add(name, value)
+    return response
