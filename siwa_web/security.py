@@ -25,15 +25,22 @@ class SecurityHeaders:
         self.wsgi_app = wsgi_app
         self.defaults = defaults
         self.always_https = always_https
+        self._plain = tuple(defaults)
+        self._https = (*defaults, HSTS)
+        self._names = frozenset(name.lower() for name, _ in self._https)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         def add_defaults(status: str, headers: list[tuple[str, str]], *exc_info: Any):
-            present = {name.lower() for name, _ in headers}
             # read after the app ran, so that ProxyFix has set the forwarded scheme
             https = self.always_https or environ.get("wsgi.url_scheme") == "https"
-            for name, value in (*self.defaults, HSTS) if https else self.defaults:
-                if name.lower() not in present:
-                    headers.append((name, value))
+            defaults = self._https if https else self._plain
+            names = self._names
+            for name, _ in headers:  # a plain loop: this runs on every response
+                if name.lower() in names:  # the view set one itself: keep its value
+                    present = {name.lower() for name, _ in headers}
+                    defaults = tuple(d for d in defaults if d[0].lower() not in present)
+                    break
+            headers.extend(defaults)
             return start_response(status, headers, *exc_info)
 
         return self.wsgi_app(environ, add_defaults)
