@@ -84,3 +84,18 @@ def on_starting(server) -> None:
 
     wanted = hasattr(socket, "SO_REUSEPORT") and reuse_port_is_safe(server.cfg.bind, os.environ)
     server.cfg.set("reuse_port", wanted)
+
+
+def post_worker_init(worker) -> None:
+    """Move everything loaded so far out of the garbage collector's sight (`gc.freeze`).
+
+    The app, its libraries and their module-level data are some 135,000 objects that live as
+    long as the worker, and every full collection walked all of them again: about 85 ms during
+    which none of the worker's threads ran, once every few thousand requests. Frozen, they are
+    never scanned; collections see only what requests create. Runs in each worker once the app
+    is loaded (`preload_app` is off).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -83,9 +83,12 @@ def _listeners(port: int) -> int:
 @pytest.fixture
 def pid_app(tmp_path):
     (tmp_path / "pidapp.py").write_text(
-        "import os\n"
+        "import gc, os\n"
+        "LOADED = [object() for _ in range(1000)]  # stands in for the app's long-lived objects\n"
         "def app(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain'), ('Connection', 'close')])\n"
+        "    if environ['PATH_INFO'] == '/frozen':\n"
+        "        return [str(gc.get_freeze_count()).encode()]\n"
         "    return [str(os.getpid()).encode()]\n"
     )
     return tmp_path
@@ -141,6 +144,19 @@ def test_one_shared_socket_when_turned_off(pid_app):
     proc, port, _url = _serve(pid_app, GUNICORN_REUSE_PORT="0")
     try:
         assert _listeners(port) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_workers_freeze_what_the_app_loaded(pid_app):
+    """Objects alive once the app is loaded are out of the collector's sight in every worker."""
+    import urllib.request
+
+    proc, _port, url = _serve(pid_app)
+    try:
+        frozen = {int(urllib.request.urlopen(url + "frozen", timeout=5).read()) for _ in range(20)}
+        assert min(frozen) >= 1000  # at least the app module's own objects, in either worker
     finally:
         proc.terminate()
         proc.wait(timeout=30)
