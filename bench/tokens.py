@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark siwa-web's token service against floors measured in the same run (issue 3).
 
-    .venv/bin/python bench/tokens.py          # full run (~10 min): 3 rounds, SQLite, PostgreSQL,
+    .venv/bin/python bench/tokens.py          # full run (~15 min): 9 rounds, SQLite, PostgreSQL,
                                               # then rewrites the results in docs/performance.md
     .venv/bin/python bench/tokens.py --quick  # smoke run (~2 min); docs left alone
 
@@ -13,7 +13,7 @@ What runs, all on 127.0.0.1:
 * the floors (bench/floors.py) under the same gunicorn settings, on the same database;
 * Apple: siwa-web's emulator (bench/apple.py), one process, with a switchable delay on its
   token endpoint;
-* wrk, one thread, keep-alive connections (`-t1 -c16 -d8s` by default, 5 rounds), after a warm-up.
+* wrk, one thread, keep-alive connections (`-t1 -c16 -d5s` by default, 9 rounds), after a warm-up.
 
 Each round measures, floor and real side by side (their order alternates between rounds):
 the verify floor and `GET /api/me`; the minimal-refresh floor and the refresh grant; then the
@@ -73,9 +73,9 @@ DEFAULT_DOC = ROOT / "docs" / "performance.md"
 
 @dataclass
 class Options:
-    rounds: int = 5
-    duration: float = 8.0
-    warmup: float = 2.0
+    rounds: int = 9
+    duration: float = 5.0
+    warmup: float = 1.0
     connections: int = 16
     latency: float = 0.100
     backends: tuple[str, ...] = ("sqlite", "postgres")
@@ -127,10 +127,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round of 3 s runs after 1 s warm-ups (~2 min)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick: 1)")
-    p.add_argument("--duration", type=float, help="seconds per wrk run (default 8; quick: 3)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 9; quick: 1)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run (default 5; quick: 3)")
     p.add_argument("--warmup", type=float,
-                   help="seconds of warm-up before each run (default 2; quick: 1)")
+                   help="seconds of warm-up before each run (default 1)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument("--latency-ms", type=float, default=100.0,
                    help="added Apple latency for the second exchange case (default 100)")
@@ -162,9 +162,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if unknown or not backends:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown)) or '(none given)'}")
     opts = Options(
-        rounds=a.rounds or (1 if a.quick else 5),
-        duration=a.duration or (3.0 if a.quick else 8.0),
-        warmup=a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0),
+        rounds=a.rounds or (1 if a.quick else 9),
+        duration=a.duration or (3.0 if a.quick else 5.0),
+        warmup=a.warmup if a.warmup is not None else 1.0,
         connections=a.connections, latency=a.latency_ms / 1000.0, backends=backends,
         pg_admin_url=a.pg_admin_url, json_path=a.json_path, keep=a.keep, quick=a.quick,
         install_wrk=not a.no_install,
