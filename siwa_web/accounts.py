@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from .apple.claims import AppleClaims
 from .crypto import TokenCipher
@@ -63,6 +64,16 @@ def find_identity(sub: str) -> AppleIdentity | None:
     return db.session.execute(stmt).scalar_one_or_none()
 
 
+def _identity_for_sign_in(sub: str) -> AppleIdentity | None:
+    """One query for what a sign-in touches: lazy loads would cost round trips and autoflushes."""
+    stmt = (
+        select(AppleIdentity)
+        .where(AppleIdentity.sub == sub)
+        .options(joinedload(AppleIdentity.user), joinedload(AppleIdentity.apple_tokens))
+    )
+    return db.session.execute(stmt).unique().scalar_one_or_none()
+
+
 def sign_in(
     claims: AppleClaims,
     *,
@@ -79,7 +90,7 @@ def sign_in(
     savepoint; the loser re-reads the winner's row, so one `sub` always yields one user.
     """
     begin_write()
-    identity = find_identity(claims.sub)
+    identity = _identity_for_sign_in(claims.sub)
     created = False
     if identity is None:
         identity, created = _create_identity(claims, name, link_to)
@@ -120,7 +131,8 @@ def _create_identity(
             user = link_to or User()
             if link_to is None:
                 db.session.add(user)
-            identity = AppleIdentity(user=user, sub=claims.sub, issuer=claims.iss)
+            # An empty collection, not an unloaded one: a new identity has no tokens to select.
+            identity = AppleIdentity(user=user, sub=claims.sub, issuer=claims.iss, apple_tokens=[])
             db.session.add(identity)
         return identity, True
     except IntegrityError:
@@ -149,16 +161,18 @@ def _refresh_attributes(
 
 def store_apple_token(identity: AppleIdentity, client_id: str, refresh_token: str) -> AppleToken:
     """Keep Apple's refresh token encrypted, per Apple client id, for later revocation."""
+    values = {"refresh_token_encrypted": cipher().encrypt(refresh_token),
+              "last_used_at": now_utc(), "invalidated_at": None}
     row = next((t for t in identity.apple_tokens if t.client_id == client_id), None)
     if row is None:
         try:
             with db.session.begin_nested():  # a concurrent sign-in may insert it first
-                row = AppleToken(identity=identity, client_id=client_id)
+                row = AppleToken(identity=identity, client_id=client_id, **values)
                 db.session.add(row)
+            return row
         except IntegrityError:
             db.session.expire(identity, ["apple_tokens"])
             row = next(t for t in identity.apple_tokens if t.client_id == client_id)
-    row.refresh_token_encrypted = cipher().encrypt(refresh_token)
-    row.last_used_at = now_utc()
-    row.invalidated_at = None
+    for name, value in values.items():
+        setattr(row, name, value)
     return row
