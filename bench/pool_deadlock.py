@@ -63,11 +63,11 @@ def main() -> int:
                 user = User()
                 db.session.add(user)
                 db.session.flush()
-                family = refresh.create_family(
+                family = refresh.start_family(
                     settings, user_id=user.id, client_id=client.id, identity_id=None,
                     scope="openid offline_access", audience=settings.default_audience,
                     offline=True, ip=None, user_agent=None)
-                tokens.append(refresh.issue(settings, family, scope=family.scope)[1])
+                tokens.append(family.refresh_token)
             client_id = client.id
             db.session.commit()
             server().keys.signer()  # create the first signing key

@@ -325,6 +325,11 @@ class FakeApple:
         self._refresh[token] = _Grant(client_id, sub, claims)
 
     # --- programming ---------------------------------------------------------------------------
+    @property
+    def issued_refresh_tokens(self) -> list[str]:
+        """Every refresh token this Apple handed out, oldest first."""
+        return list(self._refresh)
+
     def next_token_response(self, **reply: Any) -> None:
         self._queues["token"].append(Reply(**reply))
 

@@ -31,9 +31,13 @@ from fixtures_tokens import exchange_params
 from fixtures_tokens import post_token
 from fixtures_tokens import rows_without_audit
 from fixtures_tokens import snapshot
+from sqlalchemy import event
 
+from siwa_web import accounts
 from siwa_web.extensions import db
+from siwa_web.models import AppleIdentity
 from siwa_web.models import AppleToken
+from siwa_web.models import RefreshToken
 from siwa_web.models import TokenFamily
 from siwa_web.models import User
 
@@ -157,6 +161,79 @@ def test_second_sign_in_reuses_the_user(app, client, fake_apple, native_client):
     counts = rows_without_audit(app)
     assert counts["users"] == 1 and counts["apple_identities"] == 1
     assert counts["token_families"] == 2
+
+
+def test_returning_sign_in_keeps_apples_newest_refresh_token(app, client, fake_apple,
+                                                             native_client):
+    def stored():
+        with app.app_context():
+            identity = db.session.execute(db.select(AppleIdentity)).scalar_one()
+            [row] = identity.apple_tokens
+            return identity.last_used_at, accounts.cipher().decrypt(row.refresh_token_encrypted)
+
+    exchange(client, fake_apple, native_client, sub="000002.back.0001")
+    first_used, first_token = stored()
+    exchange(client, fake_apple, native_client, sub="000002.back.0001")
+    second_used, second_token = stored()
+    assert [first_token, second_token] == fake_apple.issued_refresh_tokens
+    assert second_used > first_used
+
+
+@pytest.mark.parametrize("scope", ["openid offline_access", "openid"])
+def test_family_lifetimes(app, client, fake_apple, native_client, scope):
+    body = exchange(client, fake_apple, native_client, scope=scope).get_json()
+    with app.app_context():
+        family = db.session.execute(db.select(TokenFamily)).scalar_one()
+        tokens = db.session.execute(db.select(RefreshToken)).scalars().all()
+        assert family.created_at == family.last_used_at
+        assert family.scope == scope and family.audience == API
+        assert family.ip == "127.0.0.1" and family.revoked_at is None
+        lifetime = (family.expires_at - family.created_at).total_seconds()
+        if scope == "openid":  # no refresh token: the session ends with the access token
+            assert "refresh_token" not in body and tokens == []
+            assert lifetime == app.config["ACCESS_TOKEN_TTL"]
+            return
+        assert lifetime == app.config["REFRESH_TOKEN_ABSOLUTE_TTL"]
+        [token] = tokens
+        assert token.family_id == family.id and token.parent_id is None
+        assert token.scope == scope and token.used_at is None
+        assert token.created_at == family.created_at
+        idle = (token.idle_expires_at - token.created_at).total_seconds()
+        assert idle == app.config["REFRESH_TOKEN_IDLE_TTL"]
+        assert token.token_hash == sha256_hex(body["refresh_token"])
+
+
+def test_returning_sign_in_statements(app, client, fake_apple, native_client):
+    """Each statement is a round trip on PostgreSQL: no lazy loads, no flush before the end."""
+    exchange(client, fake_apple, native_client, sub="000003.count.0001")
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = exchange(client, fake_apple, native_client, sub="000003.count.0001")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert response.status_code == 200
+    selects = [s for s in statements if s.startswith("SELECT")]
+    assert len(selects) == 2, selects  # the client, then identity + user + Apple tokens at once
+    assert "FROM clients" in selects[0] and "JOIN users" in selects[1]
+    assert "apple_tokens" in selects[1]
+    writes = [s.split(" (")[0].split(" SET")[0] for s in statements if not s.startswith("SELECT")]
+    if engine.dialect.name == "postgresql":  # family and first token in one statement
+        assert sorted(writes) == sorted([
+            "WITH started AS", "INSERT INTO audit_events",
+            "UPDATE apple_identities", "UPDATE apple_tokens",
+        ])
+    else:  # a transaction that takes the write lock first; family and token one by one
+        assert sorted(writes) == sorted([
+            "BEGIN IMMEDIATE", "INSERT INTO token_families", "INSERT INTO refresh_tokens",
+            "INSERT INTO audit_events", "UPDATE apple_identities", "UPDATE apple_tokens",
+        ])
 
 
 # --- TX-02 … TX-09: request shape, all refused before Apple -------------------------------------

@@ -76,7 +76,16 @@ class ReuseDetected(RefreshError):
     """A used token was presented outside the grace rules; its family is now revoked."""
 
 
-def create_family(
+@dataclass(frozen=True)
+class NewFamily:
+    """A sign-in's app session as started: its id, start time and first refresh token (if any)."""
+
+    id: str
+    created_at: datetime
+    refresh_token: str | None
+
+
+def start_family(
     settings: TokenSettings,
     *,
     user_id: str,
@@ -87,35 +96,32 @@ def create_family(
     offline: bool,
     ip: str | None,
     user_agent: str | None,
-    now: datetime | None = None,
-) -> TokenFamily:
-    """Start an app session. Without offline access it lives only as long as its access token."""
-    now = now or now_utc()
+) -> NewFamily:
+    """Start an app session (and its first refresh token with offline access), as Core inserts.
+
+    Without offline access the family lives only as long as its access token.
+    """
+    now = now_utc()
     ttl = settings.refresh_absolute_ttl if offline else settings.access_token_ttl
-    family = TokenFamily(
-        user_id=user_id, client_id=client_id, identity_id=identity_id, scope=scope,
-        audience=audience, created_at=now, last_used_at=now,
-        expires_at=now + timedelta(seconds=ttl),
-        ip=_clip(ip, 64), user_agent=_clip(user_agent, 512),
-    )
-    db.session.add(family)
-    db.session.flush()
-    return family
-
-
-def issue(
-    settings: TokenSettings, family: TokenFamily, *, scope: str, parent_id: str | None = None,
-    value: str | None = None, now: datetime | None = None,
-) -> tuple[RefreshToken, str]:
-    """Add a refresh token to `family`; returns the row and the value (shown once, never stored)."""
-    now = now or now_utc()
-    value = value or new_token(32)
-    row = RefreshToken(
-        family_id=family.id, parent_id=parent_id, token_hash=token_hash(value), scope=scope,
-        created_at=now, idle_expires_at=_idle_expiry(settings, family.expires_at, now),
-    )
-    db.session.add(row)
-    return row, value
+    expires = now + timedelta(seconds=ttl)
+    params: dict[str, Any] = {
+        "fam": new_id(), "user_id": user_id, "client_id": client_id, "identity_id": identity_id,
+        "new_scope": scope, "audience": audience, "now": now, "expires": expires,
+        "client_ip": _clip(ip, 64), "client_ua": _clip(user_agent, 512),
+    }
+    if not offline:
+        _run(_START, **params)
+        return NewFamily(params["fam"], now, None)
+    value = new_token(32)
+    params.update(new_id=new_id(), row_id=None, new_hash=token_hash(value),
+                  idle=_idle_expiry(settings, expires, now))
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_START_WITH_TOKEN, params)
+    else:
+        connection.execute(_START, params)
+        connection.execute(_ADD, params)
+    return NewFamily(params["fam"], now, value)
 
 
 def find(value: str) -> RefreshToken | None:
@@ -183,6 +189,20 @@ _ROTATE_AT_ONCE = (
     .add_cte(_CLAIMED)
     .add_cte(_TOUCH.where(_WON.exists()).cte("touched"))
     .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps it only for UPDATE/DELETE
+)
+# A sign-in's family, and with offline access its first token: one statement on PostgreSQL.
+_START = insert(_TF).values(
+    id=bindparam("fam", type_=String()), user_id=bindparam("user_id", type_=String()),
+    client_id=bindparam("client_id", type_=String()),
+    identity_id=bindparam("identity_id", type_=String()),
+    scope=bindparam("new_scope", type_=String()), audience=bindparam("audience", type_=String()),
+    created_at=_NOW, last_used_at=_NOW, expires_at=bindparam("expires", type_=UTCDateTime()),
+    ip=bindparam("client_ip", type_=String()), user_agent=bindparam("client_ua", type_=String()),
+)
+_START_WITH_TOKEN = (
+    insert(_RT)
+    .from_select(list(_SUCCESSOR), select(*_SUCCESSOR.values()))
+    .add_cte(_START.cte("started"))
 )
 _USE_STATE = select(_RT.c.used_at, _RT.c.successor_encrypted).where(_RT.c.id == bindparam("row_id"))
 _CHILD = select(_RT.c.token_hash, _RT.c.used_at).where(_RT.c.parent_id == bindparam("row_id"))

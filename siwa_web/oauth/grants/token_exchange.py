@@ -234,21 +234,17 @@ class TokenExchangeGrant(BaseGrant):
         self.user_id = user.id
         offline = scope_rules.OFFLINE_ACCESS in self.scopes
         scope = scope_rules.join(self.scopes)
-        family = refresh.create_family(
+        family = refresh.start_family(
             self.settings, user_id=user.id, client_id=self.client.id, identity_id=identity.id,
             scope=scope, audience=self.audience, offline=offline,
             ip=self.request.ip, user_agent=self.request.user_agent,
         )
-        refresh_token = None
-        if offline:
-            _, refresh_token = refresh.issue(self.settings, family, scope=scope,
-                                             now=family.created_at)
-        audit.record(
+        audit.record_now(
             self.AUDIT_EVENT, user_id=user.id, client_id=self.client.id,
             details={"family_id": family.id, "new_user": created, "scope": scope,
                      "audience": self.audience, "apple_sub_fp": fingerprint(claims.sub)},
         )
-        grantee, family_id = Grantee.of(user), family.id
+        grantee = Grantee.of(user)
         auth_time = int(family.created_at.timestamp())
         db.session.commit()
-        return grantee, family_id, auth_time, refresh_token
+        return grantee, family.id, auth_time, family.refresh_token
