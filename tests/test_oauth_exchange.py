@@ -179,6 +179,26 @@ def test_returning_sign_in_keeps_apples_newest_refresh_token(app, client, fake_a
     assert second_used > first_used
 
 
+def test_returning_sign_in_with_a_new_email_updates_user_and_identity(app, client, fake_apple,
+                                                                     native_client):
+    """Apple says the user stopped hiding their email: stored at once, and seen by /api/me."""
+    sub = "000004.moved.0001"
+    first = exchange(client, fake_apple, native_client, sub=sub).get_json()
+    assert client.get("/api/me", headers=bearer(first["access_token"])).get_json()["email"] \
+        .endswith("@privaterelay.appleid.com")
+    code = fake_apple.authorize(client_id=native_client.bundle_id, sub=sub,
+                                email="ada@example.com", is_private_email=False).code
+    assert post_token(client, exchange_params(native_client, code)).status_code == 200
+    with app.app_context():
+        identity = db.session.execute(db.select(AppleIdentity)).scalar_one()
+        assert (identity.email, identity.is_private_email) == ("ada@example.com", False)
+        user = identity.user
+        assert (user.email, user.is_private_email) == ("ada@example.com", False)
+    # The first session's token reads the user afresh: the cached profile was dropped.
+    me = client.get("/api/me", headers=bearer(first["access_token"])).get_json()
+    assert me["email"] == "ada@example.com"
+
+
 @pytest.mark.parametrize("scope", ["openid offline_access", "openid"])
 def test_family_lifetimes(app, client, fake_apple, native_client, scope):
     body = exchange(client, fake_apple, native_client, scope=scope).get_json()
