@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
+from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from ..crypto import new_token
@@ -21,17 +23,34 @@ class ClientError(ValueError):
     """A client definition is invalid; the message says which part."""
 
 
-def get_active(client_id: str | None) -> Client | None:
+class ActiveClient(NamedTuple):
+    """What a grant needs of an enabled client."""
+
+    id: str
+    name: str
+    bundle_id: str
+    audiences: list[str]
+    scopes: list[str]
+
+
+# Read on every token request: one Core query, no ORM identity map or unit of work.
+_CLIENTS = Client.__table__
+_ACTIVE = select(
+    _CLIENTS.c.id, _CLIENTS.c.name, _CLIENTS.c.bundle_id, _CLIENTS.c.audiences, _CLIENTS.c.scopes,
+).where(_CLIENTS.c.id == bindparam("client_id"), _CLIENTS.c.disabled_at.is_(None))
+
+
+def get_active(client_id: str | None) -> ActiveClient | None:
     """Return the enabled client with this id, or None (also for absurd ids: no lookup then)."""
     if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH or not client_id.isprintable():
         return None
-    client = db.session.get(Client, client_id)
-    if client is None or client.disabled_at is not None:
+    row = db.session.connection().execute(_ACTIVE, {"client_id": client_id}).first()
+    if row is None:
         return None
-    return client
+    return ActiveClient(row.id, row.name, row.bundle_id, row.audiences or [], row.scopes or [])
 
 
-def allowed_audiences(client: Client, default_audience: str) -> frozenset[str]:
+def allowed_audiences(client: ActiveClient, default_audience: str) -> frozenset[str]:
     """Our own API is open to every client; other APIs only to clients that list them."""
     return frozenset(client.audiences or ()) | {default_audience}
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
-from ...models import Client
 from ...models import User
 from .. import clients
 from .. import scopes as scope_rules
@@ -58,7 +57,7 @@ class BaseGrant:
         self.server = server
         self.settings = server.settings
         self.request = request
-        self.client: Client | None = None
+        self.client: clients.ActiveClient | None = None
         self.user_id: str | None = None  # for the audit trail once known
 
     def validate_token_request(self) -> None:
@@ -74,7 +73,7 @@ class BaseGrant:
         values = self.request.params.get("client_id") or [None]
         return values[0]
 
-    def _validate_client(self) -> Client:
+    def _validate_client(self) -> clients.ActiveClient:
         """:raises InvalidClientError: unless client_id names an enabled client."""
         client_id = self.request.client_id
         client = clients.get_active(client_id)

@@ -12,7 +12,6 @@ from sqlalchemy import Row
 
 from ... import audit
 from ...extensions import db
-from ...models import Client
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules
@@ -58,7 +57,7 @@ class RefreshTokenGrant(BaseGrant):
                                        reason="scope_escalation")
             self.scopes = self.requested_scopes
 
-    def _validate_refresh_client(self, row: Row | None) -> Client | ClientRef:
+    def _validate_refresh_client(self, row: Row | None) -> clients.ActiveClient | ClientRef:
         """The client usually comes with the token's row already (one query instead of two)."""
         client_id = self.request.client_id
         if row is not None and client_id == row.client_id:
