@@ -74,3 +74,75 @@ def test_the_apple_client_uses_the_configured_limit(apple_private_key_pem):
     adapter = client.session.get_adapter(settings.token_url)
     assert isinstance(adapter, http.IdleLimitAdapter)
     assert adapter.poolmanager.connection_from_url(settings.token_url).idle_seconds == 0.9
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A forward proxy that answers itself: it records the absolute URL it was asked for."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def proxy():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    httpd.daemon_threads = True
+    httpd.seen = []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+APPLE = "http://apple.test"
+
+
+def test_the_environments_proxy_is_used(proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s = http.session(idle_seconds=5, base_url=APPLE)
+    monkeypatch.delenv("HTTP_PROXY")  # read once, when the session was made
+    assert s.post(APPLE + "/auth/token", data={"a": "b"}, timeout=5).status_code == 200
+    assert proxy.seen == [APPLE + "/auth/token"]
+
+
+def test_no_proxy_for_apple_is_honoured(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "appleid.apple.com")
+    s = http.session(idle_seconds=5, base_url="https://appleid.apple.com")
+    assert not s.trust_env and "https" not in s.proxies
+
+
+@pytest.mark.parametrize("name", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_environments_ca_bundle_is_used(monkeypatch, name, tmp_path):
+    for other in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, str(tmp_path / "corporate-ca.pem"))
+    s = http.session(idle_seconds=5, base_url="https://appleid.apple.com")
+    assert s.verify == str(tmp_path / "corporate-ca.pem")
+
+
+def test_the_environment_is_not_read_per_request(server, monkeypatch):
+    s = http.session(idle_seconds=5, base_url=url(server))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    assert s.post(url(server), data={"a": "b"}, timeout=5).status_code == 200
+
+
+def test_the_apple_client_fixes_its_environment(apple_private_key_pem, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = AppleSettings(base_url="https://appleid.apple.com", team_id="T", key_id="K",
+                             private_key_pem=apple_private_key_pem)
+    session = AppleClient(settings).session
+    assert not session.trust_env
+    assert session.proxies["https"] == "http://proxy.internal:3128"

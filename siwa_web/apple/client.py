@@ -38,7 +38,8 @@ class AppleClient:
     def __init__(self, settings: AppleSettings, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.session = session or http.session(settings.http_idle_seconds)
+        self.session = session or http.session(settings.http_idle_seconds,
+                                               base_url=settings.base_url)
         self._clock = clock
         self.client_secrets = ClientSecretFactory(
             settings.team_id, settings.key_id, settings.private_key_pem, clock=clock)

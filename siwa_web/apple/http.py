@@ -7,9 +7,15 @@ REL-06) and the sign-in would end in a 503. urllib3 drops connections the server
 closed, but not one closing right now. So, like Go's `IdleConnTimeout`, a pooled connection
 idle for `idle_seconds` or more is closed and a fresh one opened instead: keep this below the
 server's keep-alive timeout (gunicorn's is 2 s, nginx's 75 s).
+
+Proxy (`HTTPS_PROXY`, `NO_PROXY`) and CA bundle (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`)
+settings are read from the environment once, when the session is made, instead of on every
+request as requests does by default (that, with its `~/.netrc` lookup, was about a twentieth
+of a native sign-in's CPU: docs/performance.md, section 5).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -55,10 +61,21 @@ class IdleLimitAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
 
-def session(idle_seconds: float, pool_size: int = 32) -> requests.Session:
-    """A session for Apple's endpoints; the pool fits a worker's threads (16 by default)."""
+def session(
+    idle_seconds: float, pool_size: int = 32, base_url: str | None = None
+) -> requests.Session:
+    """A session for Apple's endpoints; the pool fits a worker's threads (16 by default).
+
+    With `base_url`, the environment's proxy and CA settings for it are fixed now.
+    """
     s = requests.Session()
     adapter = IdleLimitAdapter(idle_seconds, pool_connections=4, pool_maxsize=pool_size)
     s.mount("https://", adapter)
     s.mount("http://", adapter)
+    if base_url is not None:
+        s.proxies.update(requests.utils.get_environ_proxies(base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            s.verify = bundle
+        s.trust_env = False
     return s
