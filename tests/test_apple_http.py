@@ -14,11 +14,14 @@ from siwa_web.apple.settings import AppleSettings
 
 
 class _KeepAlive(BaseHTTPRequestHandler):
+    """Answers `{}`; records each request's client port and target (absolute when proxied)."""
+
     protocol_version = "HTTP/1.1"  # keep connections open between requests
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.ports.append(self.client_address[1])
+        self.server.paths.append(self.path)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", "2")
@@ -33,7 +36,7 @@ class _KeepAlive(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
     httpd.daemon_threads = True
-    httpd.ports = []
+    httpd.ports, httpd.paths = [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -76,43 +79,18 @@ def test_the_apple_client_uses_the_configured_limit(apple_private_key_pem):
     assert adapter.poolmanager.connection_from_url(settings.token_url).idle_seconds == 0.9
 
 
-class _Proxy(BaseHTTPRequestHandler):
-    """A forward proxy that answers itself: it records the absolute URL it was asked for."""
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.seen.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def proxy():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    httpd.daemon_threads = True
-    httpd.seen = []
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
 APPLE = "http://apple.test"
 
 
-def test_the_environments_proxy_is_used(proxy, monkeypatch):
+def test_the_environments_proxy_is_used(server, monkeypatch):
+    proxy = server  # a forward proxy that answers itself is enough to see it was asked
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     s = http.session(idle_seconds=5, base_url=APPLE)
     monkeypatch.delenv("HTTP_PROXY")  # read once, when the session was made
     assert s.post(APPLE + "/auth/token", data={"a": "b"}, timeout=5).status_code == 200
-    assert proxy.seen == [APPLE + "/auth/token"]
+    assert proxy.paths == [APPLE + "/auth/token"]
 
 
 def test_no_proxy_for_apple_is_honoured(monkeypatch):
