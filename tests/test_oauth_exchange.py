@@ -398,9 +398,21 @@ def test_tx10_client_identity(app, client, fake_apple, native_client, code, case
     refused(app, client, fake_apple, data, 401, "invalid_client")
 
 
-def test_tx11_web_client_id_is_not_a_native_client(app, client, fake_apple, native_client, code):
-    """The web Services ID is not a registered client: pinned as 401 invalid_client."""
+def test_tx11_web_client_may_not_use_the_exchange(app, client, fake_apple, native_client, code):
+    """The web sign-in's Services ID is a web-only client: 400 unauthorized_client, as TX-11."""
     data = exchange_params(native_client, code, client_id=SERVICES_ID)
+    body = refused(app, client, fake_apple, data, 400, "unauthorized_client")
+    assert "Services ID" in body["error_description"]
+    assert "flask clients create" in body["error_description"]
+    [event] = audit_events(app, "native_exchange")
+    assert (event["outcome"], event["reason"]) == ("failure", "web_client")
+    assert event["client_id"] == SERVICES_ID
+
+
+@pytest.mark.parametrize("client_id", [SERVICES_ID.upper(), SERVICES_ID + " ", "x" + SERVICES_ID])
+def test_tx11_only_the_exact_services_id_is_a_web_client(app, client, fake_apple, native_client,
+                                                         code, client_id):
+    data = exchange_params(native_client, code, client_id=client_id)
     refused(app, client, fake_apple, data, 401, "invalid_client")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import jwt as pyjwt
 import pytest
 from conftest import ISSUER
+from fixtures_apple import SERVICES_ID
 from fixtures_tokens import API_SCOPE
 from fixtures_tokens import assert_oauth_error
 from fixtures_tokens import audit_events
@@ -146,6 +147,15 @@ def test_unknown_client_on_refresh(app, client, native_client, native_session, c
     assert_oauth_error(post_token(client, {k: v for k, v in data.items() if v}), 401,
                        "invalid_client")
     assert state(app) == before
+
+
+def test_web_client_may_not_refresh(app, client, native_client, native_session):
+    """The web sign-in's Services ID may not use the token endpoint (as TX-11 for the exchange)."""
+    data = refresh_params(native_client, native_session["refresh_token"], client_id=SERVICES_ID)
+    before = state(app)
+    assert_oauth_error(post_token(client, data), 400, "unauthorized_client")
+    assert state(app) == before
+    rotate(client, native_client, native_session["refresh_token"])  # untouched for its owner
 
 
 def test_rt05_replay_of_parent_after_grace(app, client, native_client, native_session):

@@ -12,6 +12,8 @@ from .. import clients
 from .. import scopes as scope_rules
 from .. import tokens
 from ..errors import InvalidClientError
+from ..errors import OAuth2Error
+from ..errors import UnauthorizedClientError
 from ..requests import TokenRequest
 
 if TYPE_CHECKING:
@@ -78,8 +80,21 @@ class BaseGrant:
         client_id = self.request.client_id
         client = clients.get_active(client_id)
         if client is None:
-            raise InvalidClientError(reason="client_unknown" if client_id else "client_missing")
+            raise self._no_such_client(client_id)
         return client
+
+    def _no_such_client(self, client_id: str | None) -> OAuth2Error:
+        """The error for a client_id that names no enabled token client (security ref. TX-11).
+
+        The web sign-in's Services ID is a client of ours, just not one that may use the token
+        endpoint: `unauthorized_client`, with a description that says what to send instead.
+        """
+        if client_id and client_id in self.settings.web_client_ids:
+            return UnauthorizedClientError(
+                "This client_id is the web sign-in's Services ID, which may not use this grant. "
+                "Native apps send the client_id of a native client (flask clients create).",
+                reason="web_client")
+        return InvalidClientError(reason="client_unknown" if client_id else "client_missing")
 
     def _token_body(
         self,

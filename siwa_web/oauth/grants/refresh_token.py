@@ -66,7 +66,7 @@ class RefreshTokenGrant(BaseGrant):
             raise InvalidClientError(reason="client_disabled")
         client = clients.get_active(client_id)
         if client is None:
-            raise InvalidClientError(reason="client_unknown" if client_id else "client_missing")
+            raise self._no_such_client(client_id)
         return client
 
     def create_token_response(self) -> dict[str, Any]:
