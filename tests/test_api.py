@@ -273,6 +273,48 @@ def test_api15_malformed_header(client, header):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _spare_bits_set(segment: str) -> str:
+    """The same bytes, non-canonically: the last character's unused low bits set.
+
+    An ES256 signature is 64 bytes, 86 characters: the last one carries 4 unused bits.
+    """
+    spare = {2: 0b1111, 3: 0b11}[len(segment) % 4]
+    last = _B64URL.index(segment[-1])
+    return segment[:-1] + _B64URL[last | spare]
+
+
+def _non_canonical(token: str, how: str) -> str:
+    header, payload, signature = token.split(".")
+    return {
+        "signature_padded": f"{header}.{payload}.{signature}==",
+        "signature_spare_bits": f"{header}.{payload}.{_spare_bits_set(signature)}",
+        "signature_std_alphabet": f"{header}.{payload}.{signature[:-2]}+/",
+        "space_inside": f"{header}.{payload[:10]} {payload[10:]}.{signature}",
+        "fourth_segment": f"{token}.",
+        "empty_payload": f"{header}..{signature}",
+    }[how]
+
+
+@pytest.mark.parametrize("how", [
+    "signature_padded", "signature_spare_bits", "signature_std_alphabet",
+    "space_inside", "fourth_segment", "empty_payload",
+])
+def test_api15_non_canonical_copies_of_a_real_token(client, native_session, how):
+    """A JWS has one encoding: a genuine token spelled differently is not accepted (no aliases).
+
+    Spare bits: base64url decoders that ignore them map two strings to one signature, so a
+    lenient decoder would accept this copy; the signature check alone cannot tell.
+    """
+    token = native_session["access_token"]
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200
+    altered = _non_canonical(token, how)
+    assert altered != token
+    assert_invalid_token(client.get("/api/me", headers=bearer(altered)))
+
+
 def test_api16_key_rotation(app, client, runner, native_client, native_session):
     result = runner.invoke(args=["keys", "rotate"])
     assert result.exit_code == 0, result.output
