@@ -229,6 +229,17 @@ def children(ppid: int) -> list[int]:
     return out
 
 
+def worker_threads(server: Server) -> list[int]:
+    """Threads in each worker of a gunicorn `server` (its master's children), smallest first."""
+    counts = []
+    for pid in children(server.proc.pid) if server.proc else []:
+        try:
+            counts.append(len(os.listdir(f"/proc/{pid}/task")))
+        except OSError:
+            continue
+    return sorted(counts)
+
+
 def cpu_ticks(pids: list[int]) -> int:
     total = 0
     for pid in pids:

@@ -240,6 +240,12 @@ def _code(versions: dict[str, str]) -> str:
         " (the code changed during the run)."
 
 
+def _threads(counts: dict[str, list[int]]) -> str:
+    listed = "; ".join(f"{name} {', '.join(map(str, n))}" for name, n in counts.items())
+    return (f"* **Threads per worker before round 1** (pool + main thread, all started; "
+            f"section 6): {listed}.")
+
+
 def render_markdown(summary: Summary, machine: dict[str, Any], settings: dict[str, Any]) -> str:
     m = machine
     out = [
@@ -258,6 +264,7 @@ def render_markdown(summary: Summary, machine: dict[str, Any], settings: dict[st
         f"PostgreSQL {m['postgresql']}, {m['wrk']}.",
         f"* **Server:** {settings['gunicorn']}, `SIWA_ENV=production`; app, floors, "
         "Apple emulator, database and wrk share the same CPUs.",
+        *([_threads(settings["threads_per_worker"])] if settings.get("threads_per_worker") else []),
         "* **Code measured:** " + _code(settings.get("code") or {}),
         f"* **Load:** {settings['wrk']}; the exchange with latency uses "
         f"`-c{settings['exchange_connections']}` (one connection per worker slot). "

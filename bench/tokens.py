@@ -278,6 +278,7 @@ class Bench:
         self.apple_users: list[str] = []
         self.rate_hint: dict[str, float] = {}
         self.code_versions: dict[str, str] = {}
+        self.thread_counts: dict[str, list[int]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -334,6 +335,7 @@ class Bench:
             "app_settings": [f"SIWA_{k}={v}" for k, v in o.app_settings],
             "code": self.code_versions,
             "groups": list(o.groups),
+            "threads_per_worker": self.thread_counts,
         }
 
     def cleanup(self) -> None:
@@ -483,6 +485,7 @@ class Bench:
         self.app, self.floor, self.db_url, self.backend = app, floor, db_url, backend
         try:
             self.preflight()
+            self.fill_thread_pools()
             for rnd in range(1, o.rounds + 1):
                 self.log(f"[{backend}] round {rnd}/{o.rounds}")
                 groups = o.groups
@@ -509,6 +512,29 @@ class Bench:
                 server.stop()
                 if server in self.servers:
                     self.servers.remove(server)
+
+    def fill_thread_pools(self) -> None:
+        """Start every worker thread of the app and of the floors before the first round.
+
+        gthread starts a thread only when a request finds none idle, and never stops one. The
+        exchange with Apple latency (one connection per slot) makes the app's workers start all
+        of theirs, while the floors' workers, never that busy, kept about half as many. Served
+        by more threads, the same requests measured 2-4 % slower, so the floors were compared in
+        a state the app could not be in (docs/performance.md, section 6). A short burst of
+        4 x slots connections fills both alike; the counts are logged and reported.
+        """
+        want = self.gunicorn["threads"] + 1  # the pool's threads and the worker's main thread
+        for server, path in ((self.app, "/.well-known/openid-configuration"),
+                             (self.floor, "/hello")):
+            for _attempt in range(3):
+                harness.run_wrk(server.base_url + path, connections=4 * self.slots, duration=2,
+                                latency=False)
+                counts = harness.worker_threads(server)
+                if counts and min(counts) >= want:
+                    break
+            self.thread_counts[f"{server.name}"] = counts
+            self.log(f"  {server.name}: threads per worker {counts} (pool of "
+                     f"{self.gunicorn['threads']} + main thread)")
 
     def preflight(self) -> None:
         """One request of every kind, so a broken set-up fails here with its real error."""
