@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 HOST ?= localhost
 PORT ?= 5000
 
-.PHONY: run test install browser-deps bench clean
+LOWEST ?= .venv-lowest
+
+.PHONY: run test test-lowest install browser-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("siwa-web needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -32,8 +34,15 @@ browser-deps:
 test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The suite on every direct dependency at the lower bound pyproject.toml states (not run by CI).
+test-lowest: browser-deps
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet $$($(PYTHON) scripts/lower_bounds.py)
+	$(LOWEST)/bin/python -m pip install --quiet --no-deps -e .
+	$(LOWEST)/bin/python -m pytest $(PYTEST_ARGS)
+
 bench: install
 	$(BIN)/python bench/tokens.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(LOWEST) .pytest_cache test-artifacts
