@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import mapped_column
 
-from siwa_web.sqlite_gate import GatedConnection
+from siwa_web.infra.sqlite_gate import GatedConnection
 
 KID = "bench-floor"
 TOKEN_TTL = 600
@@ -88,7 +88,7 @@ FLOOR_FAMILY = "floor-family"
 def make_engine(url: str) -> Engine:
     """An engine tuned exactly like siwa-web's (siwa_web/__init__.py `_tune_sqlite`).
 
-    On SQLite that includes siwa-web's writer gate (`siwa_web.sqlite_gate`): it decides who
+    On SQLite that includes siwa-web's writer gate (`siwa_web.infra.sqlite_gate`): it decides who
     writes next and does no work, so floor and app are scheduled alike and differ in work only
     (with SQLite's busy handler the floor itself starved writers into wrk timeouts).
     """

@@ -38,12 +38,12 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
 
     from siwa_web import create_app
-    from siwa_web.extensions import db
+    from siwa_web.infra.extensions import db
     from siwa_web.models import User
     from siwa_web.oauth import clients
     from siwa_web.oauth import keys
     from siwa_web.oauth import refresh
-    from siwa_web.token_service import server
+    from siwa_web.tokens.extension import server
 
     engine_options = {"pool_pre_ping": True, "pool_timeout": args.pool_timeout}
     if args.pool_size:

@@ -13,7 +13,7 @@ from flask import Flask
 from limits import parse_many
 from limits.strategies import STRATEGIES
 
-from .crypto import derive_fernet_key
+from .infra.crypto import derive_fernet_key
 
 APPLE_DEFAULT_BASE_URL = "https://appleid.apple.com"
 EMULATOR_MOUNT = "/__apple"
@@ -146,11 +146,11 @@ def _size_pool(cfg: dict) -> None:
 
 
 def _gate_sqlite(cfg: dict) -> None:
-    """Queue a worker's SQLite writers on one lock (`siwa_web.sqlite_gate`) unless turned off."""
+    """Queue a worker's SQLite writers on one lock (`siwa_web.infra.sqlite_gate`) unless turned off."""
     uri = cfg["SQLALCHEMY_DATABASE_URI"]
     if not uri.startswith("sqlite") or not cfg["SQLITE_WRITER_GATE"]:
         return
-    from .sqlite_gate import GatedConnection
+    from .infra.sqlite_gate import GatedConnection
 
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     connect_args = dict(options.get("connect_args") or {})

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
@@ -14,36 +13,16 @@ from sqlalchemy import create_engine
 from sqlalchemy import text
 
 from siwa_web import create_app
-from siwa_web.extensions import db
+from siwa_web.infra.extensions import db
+from support.config import DB_BACKENDS
+from support.config import ISSUER
+from support.config import KEY_ID
+from support.config import PG_SERVER_URL
+from support.config import SERVICES_ID
+from support.config import TEAM_ID
+from support.config import count_rows
 
-pytest_plugins = ["fixtures_apple", "fixtures_emulator", "fixtures_tokens", "fixtures_web"]
-
-TEAM_ID = "TESTTEAM01"
-KEY_ID = "TESTKEY001"
-SERVICES_ID = "com.example.siwa.web"
-ISSUER = "https://siwa.test"
-
-
-def answers(port: int) -> bool:
-    """Whether a local service listens on `port` (PostgreSQL, Redis) for the optional tests."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-def _postgres_url() -> str | None:
-    """The PostgreSQL server tests run against: SIWA_TEST_DATABASE_URL, or a local one."""
-    url = os.environ.get("SIWA_TEST_DATABASE_URL")
-    if url:
-        return url
-    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres" if answers(5432) else None
-
-
-PG_SERVER_URL = _postgres_url()
-DB_BACKENDS = ["sqlite"] + (["postgresql"] if PG_SERVER_URL else [])
-
+pytest_plugins = ["support.apple", "support.emulator", "support.tokens", "support.web"]
 
 @pytest.fixture(scope="session")
 def apple_private_key_pem() -> str:
@@ -151,15 +130,6 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-def count_rows(app) -> dict[str, int]:
-    """Row counts of every table: the "nothing stored" check of the security catalogue."""
-    with app.app_context():
-        return {
-            t.name: db.session.execute(text(f'SELECT COUNT(*) FROM "{t.name}"')).scalar_one()
-            for t in db.metadata.sorted_tables
-        }
 
 
 @pytest.fixture

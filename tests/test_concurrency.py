@@ -15,18 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jwt as pyjwt
 import pytest
-from fixtures_apple import BUNDLE_ID
-from fixtures_tokens import exchange_params
-from fixtures_tokens import refresh_params
 from werkzeug.serving import make_server
 
-from siwa_web.extensions import db
+from siwa_web.infra.extensions import db
 from siwa_web.models import AppleIdentity
 from siwa_web.models import AuditEvent
 from siwa_web.models import RefreshToken
 from siwa_web.models import TokenFamily
 from siwa_web.models import User
-from siwa_web.token_service import server as oauth_server
+from siwa_web.tokens.extension import server as oauth_server
+from support.apple import BUNDLE_ID
+from support.tokens import exchange_params
+from support.tokens import refresh_params
 
 REFRESHERS = 50
 SIGN_INS = 20

@@ -138,7 +138,7 @@ def test_https_issuer_gets_host_prefixed_secure_cookie(app):
 
 def test_mounted_emulator_is_reached_in_process(app_config):
     """`make run` mode: the app's Apple calls go straight to the mounted emulator, no socket."""
-    from siwa_web.apple_service import apple_client
+    from siwa_web.infra.apple_client import apple_client
 
     cfg = {k: v for k, v in app_config.items()
            if not k.startswith("APPLE_")} | {"ISSUER": "http://localhost:59999"}

@@ -91,7 +91,7 @@ def mount(app: Flask) -> Flask:
 
 def _route_apple_client(app: Flask, emulator: Flask) -> None:
     """Send the app's own Apple calls straight to the mounted emulator (no HTTP to itself)."""
-    from ..apple_service import EXTENSION_KEY as APPLE_KEY
+    from ..infra.apple_client import EXTENSION_KEY as APPLE_KEY
     from .transport import WSGIAdapter
 
     client = app.extensions.get(APPLE_KEY)

@@ -57,7 +57,7 @@ def settings_from_app(app: Flask) -> EmulatorSettings:
     cfg = app.config
 
     def bundle_ids() -> list[str]:
-        from ..extensions import db
+        from ..infra.extensions import db
         from ..models import Client
 
         extra = list(cfg.get("EMULATOR_BUNDLE_IDS") or ())

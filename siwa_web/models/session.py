@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
-from ..extensions import db
+from ..infra.extensions import db
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc

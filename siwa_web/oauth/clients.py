@@ -7,8 +7,8 @@ from typing import NamedTuple
 from sqlalchemy import bindparam
 from sqlalchemy import select
 
-from ..crypto import new_token
-from ..extensions import db
+from ..infra.crypto import new_token
+from ..infra.extensions import db
 from ..models import Client
 from . import scopes
 

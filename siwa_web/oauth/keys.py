@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
-from ..crypto import TokenCipher
-from ..extensions import db
+from ..infra.crypto import TokenCipher
+from ..infra.extensions import db
 from ..models import SigningKey
 from ..models.base import now_utc
 from .config import TokenSettings

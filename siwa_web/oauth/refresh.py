@@ -38,10 +38,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..crypto import TokenCipher
-from ..crypto import new_token
-from ..crypto import token_hash
-from ..extensions import db
+from ..infra.crypto import TokenCipher
+from ..infra.crypto import new_token
+from ..infra.crypto import token_hash
+from ..infra.extensions import db
 from ..models import Client
 from ..models import RefreshToken
 from ..models import TokenFamily

@@ -18,11 +18,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from .. import audit
-from ..crypto import TokenCipher
-from ..extensions import db
+from ..infra.crypto import TokenCipher
+from ..infra.extensions import db
 from ..models import TokenFamily
 from ..models import User
+from ..users import audit
 from . import clients
 from . import refresh
 from . import tokens

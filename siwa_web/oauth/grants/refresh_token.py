@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from ... import audit
-from ...extensions import db
+from ...infra.extensions import db
+from ...users import audit
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules

@@ -16,15 +16,15 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from ... import accounts
-from ... import audit
 from ...apple.errors import AppleError
 from ...apple.errors import AppleMisconfigured
 from ...apple.errors import AppleRejected
 from ...apple.errors import AppleUnavailable
 from ...apple.errors import InvalidIdentityToken
-from ...crypto import fingerprint
-from ...extensions import db
+from ...infra.crypto import fingerprint
+from ...infra.extensions import db
+from ...users import accounts
+from ...users import audit
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules

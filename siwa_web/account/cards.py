@@ -1,0 +1,368 @@
+"""What the account pages show, loaded in Python: templates get plain cards and run no queries.
+
+Only metadata ever leaves here (client, times, IP, device): no token, hash or secret is put on a
+card, so none can end up in the HTML (DASH-12).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+
+from flask import Flask
+from flask import current_app
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
+
+from ..infra.extensions import db
+from ..models import AppleIdentity
+from ..models import AuditEvent
+from ..models import Client
+from ..models import TokenFamily
+from ..models import User
+from ..models import WebSession
+from ..models.base import now_utc
+from ..web import sessions
+from .devices import Device
+from .devices import describe
+
+RECENT_ACTIVITY = 6
+ACTIVITY_PER_PAGE = 25
+SCOPE_NAMES = {
+    "openid": "Sign in",
+    "profile": "Name",
+    "email": "Email address",
+    "offline_access": "Stay signed in",
+}
+EVENT_TITLES = {
+    "web_login": "Signed in on the web",
+    "web_logout": "Signed out on the web",
+    "identity_linked": "Linked an Apple ID",
+    "identity_unlinked": "Removed an Apple ID",
+    "session_revoked": "Signed out a web session",
+    "sessions_revoked_others": "Signed out all other web sessions",
+    "family_revoked": "Signed out an app session",
+    "families_revoked_all": "Signed out of every app",
+    "account_deleted": "Deleted the account",
+    "native_exchange": "Signed in to an app",
+    "refresh": "An app renewed its sign-in",
+    "refresh_token_reuse_detected": "An old app token was used again, so that app session was "
+                                    "signed out to be safe",
+    "token_revoked": "An app signed out",
+    "apple_consent_revoked": "Sign in with Apple was stopped in Apple ID settings",
+    "apple_notification": "Apple sent an account notice",
+}
+
+
+@dataclass(frozen=True)
+class ClientUse:
+    """One client an Apple ID signed in through."""
+
+    label: str
+    client_id: str
+    is_web: bool
+    holds_token: bool  # we hold a valid Apple refresh token obtained by this client
+
+
+@dataclass(frozen=True)
+class IdentityCard:
+    id: str
+    sub: str
+    short_sub: str
+    email: str | None
+    email_verified: bool
+    is_private_email: bool
+    created_at: datetime
+    last_used_at: datetime
+    clients: list[ClientUse]
+
+    @property
+    def holds_apple_token(self) -> bool:
+        return any(c.holds_token for c in self.clients)
+
+
+@dataclass(frozen=True)
+class WebSessionCard:
+    id: str
+    device: Device
+    ip: str | None
+    created_at: datetime
+    last_seen_at: datetime
+    is_current: bool
+    via: str | None  # short sub of the Apple ID it signed in with
+
+
+@dataclass(frozen=True)
+class AppSessionCard:
+    id: str
+    client_name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime
+    ip: str | None
+    device: Device
+
+
+@dataclass(frozen=True)
+class ActivityItem:
+    at: datetime
+    title: str
+    failed: bool
+    reason: str | None
+    client: str | None
+    ip: str | None
+    device: Device
+
+
+@dataclass(frozen=True)
+class Overview:
+    user: User
+    identities: list[IdentityCard]
+    web_sessions: list[WebSessionCard]
+    app_sessions: list[AppSessionCard]
+    activity: list[ActivityItem]
+    more_activity: bool
+
+
+@dataclass(frozen=True)
+class ActivityPage:
+    items: list[ActivityItem]
+    page: int
+    pages: int
+    total: int
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def short_sub(sub: str) -> str:
+    """Return Apple's long `sub` cut to something a person can compare at a glance."""
+    return sub if len(sub) <= 18 else f"{sub[:11]}…{sub[-4:]}"
+
+
+def overview(user: User, current_session_id: str | None) -> Overview:
+    """Load everything the dashboard shows for `user`."""
+    identities = _identity_rows(user.id)
+    activity = _activity_rows(user.id, 0, RECENT_ACTIVITY + 1)
+    return Overview(
+        user=user,
+        identities=_identity_cards(user.id, identities),
+        web_sessions=web_sessions(user.id, current_session_id, identities),
+        app_sessions=app_sessions(user.id),
+        activity=activity[:RECENT_ACTIVITY],
+        more_activity=len(activity) > RECENT_ACTIVITY,
+    )
+
+
+def own_identity(user_id: str, identity_id: str) -> AppleIdentity | None:
+    """Return the identity if it is this user's (None for anyone else's: a 404, not a 403)."""
+    return db.session.execute(
+        select(AppleIdentity).where(AppleIdentity.id == identity_id,
+                                    AppleIdentity.user_id == user_id)
+    ).scalar_one_or_none()
+
+
+def own_session(user_id: str, session_id: str) -> WebSession | None:
+    """Return the web session if it is this user's (None for anyone else's)."""
+    return db.session.execute(
+        select(WebSession).where(WebSession.id == session_id, WebSession.user_id == user_id)
+    ).scalar_one_or_none()
+
+
+def own_family(user_id: str, family_id: str) -> TokenFamily | None:
+    """Return the app session (refresh-token family) if it is this user's."""
+    return db.session.execute(
+        select(TokenFamily).options(joinedload(TokenFamily.client))
+        .where(TokenFamily.id == family_id, TokenFamily.user_id == user_id)
+    ).scalar_one_or_none()
+
+
+def identity_count(user_id: str) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(AppleIdentity).where(AppleIdentity.user_id == user_id)
+    ) or 0
+
+
+def identity_card(identity: AppleIdentity) -> IdentityCard:
+    return _identity_cards(identity.user_id, [identity])[0]
+
+
+def _identity_rows(user_id: str) -> list[AppleIdentity]:
+    return list(db.session.scalars(
+        select(AppleIdentity)
+        .where(AppleIdentity.user_id == user_id)
+        .options(selectinload(AppleIdentity.apple_tokens))
+        .order_by(AppleIdentity.created_at)
+    ))
+
+
+def _identity_cards(user_id: str, identities: list[AppleIdentity]) -> list[IdentityCard]:
+    """Cards with the clients each Apple ID signed in through: Apple tokens, apps, the web."""
+    services_id = current_app.config["APPLE_SERVICES_ID"]
+    apps = db.session.execute(
+        select(TokenFamily.identity_id, Client.bundle_id, Client.name)
+        .join(Client, Client.id == TokenFamily.client_id)
+        .where(TokenFamily.user_id == user_id)
+        .distinct()
+    ).all()
+    on_web = set(db.session.scalars(
+        select(WebSession.identity_id).where(WebSession.user_id == user_id).distinct()
+    ))
+    names = _client_names([t.client_id for i in identities for t in i.apple_tokens])
+    names.update({bundle: name for _, bundle, name in apps})
+    cards = []
+    for identity in identities:
+        uses: dict[str, ClientUse] = {}
+        held = {t.client_id for t in identity.apple_tokens
+                if t.refresh_token_encrypted and t.invalidated_at is None}
+        seen = [t.client_id for t in identity.apple_tokens]
+        seen += [bundle for ident, bundle, _ in apps if ident == identity.id]
+        if identity.id in on_web:
+            seen.append(services_id)
+        for client_id in seen:
+            is_web = client_id == services_id
+            label = "This website" if is_web else names.get(client_id, client_id)
+            uses[client_id] = ClientUse(label, client_id, is_web, client_id in held)
+        cards.append(IdentityCard(
+            id=identity.id, sub=identity.sub, short_sub=short_sub(identity.sub),
+            email=identity.email, email_verified=identity.email_verified,
+            is_private_email=identity.is_private_email, created_at=identity.created_at,
+            last_used_at=identity.last_used_at,
+            clients=sorted(uses.values(), key=lambda c: (not c.is_web, c.label.lower())),
+        ))
+    return cards
+
+
+def _client_names(ids: list[str]) -> dict[str, str]:
+    """Map native clients' bundle ids (Apple's client ids) and our client ids to their names."""
+    if not ids:
+        return {}
+    wanted = set(ids)
+    rows = db.session.execute(
+        select(Client.id, Client.bundle_id, Client.name)
+        .where(Client.bundle_id.in_(wanted) | Client.id.in_(wanted))
+    ).all()
+    return {key: name for client_id, bundle, name in rows for key in (client_id, bundle)}
+
+
+def web_sessions(user_id: str, current_session_id: str | None,
+                 identities: list[AppleIdentity]) -> list[WebSessionCard]:
+    """The user's live browser sessions, this one first, then most recently seen."""
+    subs = {i.id: short_sub(i.sub) for i in identities}
+    rows = db.session.scalars(
+        select(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        .order_by(WebSession.last_seen_at.desc())
+    ).all()
+    cards = [
+        WebSessionCard(
+            id=row.id, device=describe(row.user_agent), ip=row.ip, created_at=row.created_at,
+            last_seen_at=row.last_seen_at, is_current=row.id == current_session_id,
+            via=subs.get(row.identity_id) if row.identity_id else None,
+        )
+        for row in rows
+        if sessions.is_alive(row)
+    ]
+    return sorted(cards, key=lambda c: not c.is_current)
+
+
+def app_sessions(user_id: str) -> list[AppSessionCard]:
+    """The user's live refresh-token families (app sessions), most recently used first."""
+    now = now_utc()
+    idle = timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
+    rows = db.session.scalars(
+        select(TokenFamily)
+        .options(joinedload(TokenFamily.client))
+        .where(
+            TokenFamily.user_id == user_id,
+            TokenFamily.revoked_at.is_(None),
+            TokenFamily.expires_at > now,
+            TokenFamily.last_used_at > now - idle,
+        )
+        .order_by(TokenFamily.last_used_at.desc())
+    ).all()
+    return [
+        AppSessionCard(
+            id=row.id, client_name=row.client.name,
+            scopes=[SCOPE_NAMES.get(s, s) for s in row.scope.split()],
+            created_at=row.created_at, last_used_at=row.last_used_at, ip=row.ip,
+            device=describe(row.user_agent),
+        )
+        for row in rows
+    ]
+
+
+def activity_page(user_id: str, page: int) -> ActivityPage:
+    """One page of the user's audit events, newest first."""
+    total = db.session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.user_id == user_id)
+    ) or 0
+    pages = max(1, -(-total // ACTIVITY_PER_PAGE))
+    page = min(max(page, 1), pages)
+    items = _activity_rows(user_id, (page - 1) * ACTIVITY_PER_PAGE, ACTIVITY_PER_PAGE)
+    return ActivityPage(items=items, page=page, pages=pages, total=total)
+
+
+def _activity_rows(user_id: str, offset: int, limit: int) -> list[ActivityItem]:
+    rows = db.session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.user_id == user_id)
+        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    names = _client_names([r.client_id for r in rows if r.client_id])
+    services_id = current_app.config["APPLE_SERVICES_ID"]
+    return [
+        ActivityItem(
+            at=row.created_at,
+            title=_title(row),
+            failed=row.outcome != "success",
+            reason=row.reason if row.outcome != "success" else None,
+            client=("This website" if row.client_id == services_id
+                    else names.get(row.client_id or "", row.client_id)),
+            ip=row.ip,
+            device=describe(row.user_agent),
+        )
+        for row in rows
+    ]
+
+
+def _title(row: AuditEvent) -> str:
+    if row.event == "web_login" and (row.details or {}).get("purpose") == "reauth":
+        return "Signed in again to confirm it was you"
+    return EVENT_TITLES.get(row.event, row.event.replace("_", " ").capitalize())
+
+
+def ago(moment: datetime | None) -> str:
+    """Return "just now", "5 minutes ago", "yesterday" or a date, for a UTC timestamp."""
+    if moment is None:
+        return "never"
+    seconds = (now_utc() - moment).total_seconds()
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("minute", 60), ("hour", 3600), ("day", 86400)):
+        nxt = {"minute": 3600, "hour": 86400, "day": 30 * 86400}[unit]
+        if seconds < nxt:
+            n = int(seconds // size)
+            if unit == "day" and n == 1:
+                return "yesterday"
+            return f"{n} {unit}{'' if n == 1 else 's'} ago"
+    return f"{moment.day} {moment:%b %Y}"
+
+
+def utc(moment: datetime | None) -> str:
+    """Return an exact, unambiguous timestamp for tooltips and the activity log."""
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(ago, "ago")
+    app.add_template_filter(utc, "utc")

@@ -1,0 +1,21 @@
+"""Plumbing every part shares: extensions, logging, crypto, headers, pools, rate-limit store."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Bind the shared plumbing, in the order the rest relies on."""
+    from . import apple_client
+    from . import csrf
+    from . import database
+    from . import logs
+    from . import ratelimit
+    from . import security_headers
+
+    logs.init_app(app)
+    database.init_app(app)
+    csrf.init_app(app)
+    ratelimit.init_app(app)
+    security_headers.init_app(app)
+    apple_client.init_app(app)

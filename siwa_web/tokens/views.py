@@ -1,0 +1,192 @@
+"""Blueprint `oauth`: the token and revocation endpoints, our JWKS and discovery document."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import jsonify
+from flask import request
+from flask.typing import ResponseReturnValue
+
+from ..infra.extensions import csrf
+from ..infra.extensions import limiter
+from ..infra.nostore import no_store
+from ..infra.nostore import no_store_json
+from ..oauth import scopes
+from ..oauth.errors import InvalidRequestError
+from ..oauth.errors import TemporarilyUnavailableError
+from ..oauth.errors import TooManyRequestsError
+from ..oauth.requests import TokenRequest
+from ..oauth.server import DB_UNAVAILABLE
+from . import ratelimits
+from .extension import server
+
+bp = Blueprint("oauth", __name__)
+JSON_VALUE_OBJECTS = frozenset({"user_profile"})  # JSON bodies may send this as an object
+
+
+# --- request parsing ---------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise InvalidRequestError("A request parameter was sent more than once.",
+                                  reason="duplicate_parameter")
+    return dict(pairs)
+
+
+def _json_params() -> dict[str, list[str]]:
+    try:
+        body = json.loads(request.get_data(cache=True), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestError("The request body is not valid JSON.",
+                                  reason="body_not_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.",
+                                  reason="body_not_object")
+    params: dict[str, list[str]] = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and name in JSON_VALUE_OBJECTS:
+            value = json.dumps(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            params[name] = value  # refused as a repeat later, unless the parameter may repeat
+        elif isinstance(value, str):
+            params[name] = [value]
+        else:
+            raise InvalidRequestError("Parameter values must be strings.", reason="body_value_type")
+    return params
+
+
+def token_request() -> TokenRequest:
+    """Read the body: form-encoded or JSON, the same parameters either way (decision D12).
+
+    The query string is never read: credentials do not belong in URLs.
+    """
+    if request.mimetype == "application/x-www-form-urlencoded":
+        params = {name: request.form.getlist(name) for name in request.form.keys()}
+    elif request.mimetype == "application/json":
+        params = _json_params()
+    else:
+        raise InvalidRequestError(
+            "Send the parameters as application/x-www-form-urlencoded or application/json.",
+            reason="content_type",
+        )
+    return TokenRequest(
+        params=params, ip=request.remote_addr, user_agent=request.headers.get("User-Agent")
+    )
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+def _client_key() -> str:
+    """The client_id of the request body, for the per-client limit ("" when absent)."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        value = request.form.get("client_id")
+    elif request.mimetype == "application/json":
+        try:
+            body = json.loads(request.get_data(cache=True))
+        except (ValueError, RecursionError):  # the view answers invalid_request
+            body = None
+        value = body.get("client_id") if isinstance(body, dict) else None
+    else:
+        value = None
+    return "client:" + value[:64] if isinstance(value, str) and value else ""
+
+
+def _limit(setting: str, scope: str, key: str) -> None:
+    """Count this request against one configured limit; 429 in OAuth JSON when it is spent."""
+    cfg = current_app.config
+    if not cfg.get("RATELIMIT_ENABLED", True):
+        return
+    try:
+        ratelimits.hit(limiter.storage, cfg[setting], scope, key,
+                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
+                       strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+    except ratelimits.RateLimited as exc:
+        raise TooManyRequestsError(retry_after=exc.retry_after, reason="rate_limited") from None
+
+
+def _limit_per_ip() -> None:
+    """One budget per address for the token and revocation endpoints together."""
+    _limit("RATELIMIT_TOKEN_PER_IP", "oauth-ip", request.remote_addr or "")
+
+
+def _limit_per_client() -> None:
+    client = _client_key()
+    if client:
+        _limit("RATELIMIT_TOKEN_PER_CLIENT", "oauth-client", client)
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+@bp.post("/oauth/token")
+def token() -> ResponseReturnValue:
+    """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
+    _limit_per_ip()
+    _limit_per_client()
+    body = server().create_token_response(token_request())
+    return no_store_json(body)
+
+
+@bp.post("/oauth/revoke")
+def revoke() -> ResponseReturnValue:
+    """Revoke a refresh or access token (RFC 7009): 200 with an empty body."""
+    _limit_per_ip()
+    server().create_revocation_response(token_request())
+    return no_store(Response(status=200))
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> ResponseReturnValue:
+    """Publish the public keys that verify our tokens (retired ones until their tokens expire)."""
+    try:
+        keys = server().keys.jwks()
+    except DB_UNAVAILABLE as exc:
+        raise TemporarilyUnavailableError(reason="database_unavailable") from exc
+    response = jsonify(keys)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration() -> ResponseReturnValue:
+    """Describe this issuer truthfully: only what is implemented is listed."""
+    settings = server().settings
+    issuer = settings.issuer
+    response = jsonify({
+        "issuer": issuer,
+        "token_endpoint": issuer + "/oauth/token",
+        "revocation_endpoint": issuer + "/oauth/revoke",
+        "userinfo_endpoint": issuer + "/userinfo",
+        "jwks_uri": issuer + "/.well-known/jwks.json",
+        "grant_types_supported": server().grant_types,
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+        "scopes_supported": list(scopes.STANDARD_SCOPES),
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid",
+            "email", "email_verified", "name", "given_name", "family_name",
+        ],
+        "id_token_signing_alg_values_supported": [settings.signing_alg],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+    })
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    csrf.exempt(bp)
+    app.register_blueprint(bp)

@@ -1,0 +1,62 @@
+"""HTML error pages with a reference id that also appears in the log."""
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask
+from flask import jsonify
+from flask import render_template
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/", "/apple/")
+
+
+def new_reference() -> str:
+    """Return a short id the user can quote and support can grep for."""
+    return secrets.token_hex(4).upper()
+
+
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PREFIXES)
+
+
+def render_error(status: int, title: str, message: str, action: str | None = None,
+                 ref: str | None = None) -> tuple[str, int]:
+    """Render the one HTML error page; every failure shown to a browser goes through here."""
+    ref = ref or new_reference()
+    body = render_template("errors/error.html", status=status, title=title, message=message,
+                           action=action, ref=ref)
+    return body, status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        if wants_json():
+            code = "invalid_request" if exc.code and exc.code < 500 else "server_error"
+            resp = jsonify(error=code, error_description=exc.name)
+            resp.status_code = exc.code or 500
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
+        ref = new_reference()
+        log.info("http error %s on %s", exc.code, request.path, extra={"ref": ref})
+        return render_error(exc.code or 500, exc.name, exc.description or "", ref=ref)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        from ..infra.extensions import db
+
+        db.session.rollback()
+        ref = new_reference()
+        log.exception("unhandled error on %s", request.path, extra={"ref": ref})
+        if wants_json():
+            resp = jsonify(error="server_error", error_description=f"Internal error (ref {ref})")
+            resp.status_code = 500
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
+        return render_error(500, "Something went wrong",
+                            "An unexpected error stopped this request. Nothing was changed.",
+                            "Try again in a moment.", ref=ref)

@@ -1,0 +1,227 @@
+"""Browser sign-in: the login page, the trip to Apple, Apple's form_post callback, logout."""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit
+
+from flask import Blueprint
+from flask import Flask
+from flask import current_app
+from flask import flash
+from flask import make_response
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from flask_login import login_required
+from sqlalchemy.exc import OperationalError
+
+from ..apple.errors import AppleMisconfigured
+from ..apple.errors import AppleRejected
+from ..apple.errors import AppleUnavailable
+from ..apple.errors import InvalidIdentityToken
+from ..infra.apple_client import apple_client
+from ..infra.extensions import csrf
+from ..infra.extensions import db
+from ..infra.extensions import limiter
+from ..users import audit
+from ..users.accounts import AccountDisabled
+from ..users.accounts import IdentityTaken
+from . import login_tx
+from . import sessions
+from . import signin
+from .errors import new_reference
+from .errors import render_error
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+log = logging.getLogger(__name__)
+CODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,1024}$")
+DEFAULT_NEXT = "/dashboard"
+
+
+def safe_next(target: str | None) -> str:
+    """Return `target` if it is a plain path on this site, else the dashboard (no open redirect)."""
+    if not target or len(target) > 512 or not target.startswith("/") or target.startswith("//"):
+        return DEFAULT_NEXT
+    if "\\" in target or any(not ch.isprintable() or ch.isspace() for ch in target):
+        return DEFAULT_NEXT
+    if "%5c" in target.lower() or "%2f%2f" in target.lower() or "%0" in target:
+        return DEFAULT_NEXT
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_NEXT
+    return target
+
+
+@bp.get("/login")
+def login() -> ResponseReturnValue:
+    """Show the Sign in with Apple page."""
+    if current_user.is_authenticated:
+        return redirect(safe_next(request.args.get("next")))
+    next_url = safe_next(request.args.get("next"))
+    resp = make_response(render_template("auth/login.html", next=next_url))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.get("/apple/login")
+@limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"])
+def start() -> ResponseReturnValue:
+    """Start a login transaction and send the browser to Apple."""
+    return _to_apple("login", safe_next(request.args.get("next")))
+
+
+@bp.post("/apple/link")
+@login_required
+def link() -> ResponseReturnValue:
+    """Send a signed-in user to Apple to link another Apple ID."""
+    return _to_apple("link", "/dashboard", user_id=current_user.id)
+
+
+@bp.post("/apple/reauth")
+@login_required
+def reauth() -> ResponseReturnValue:
+    """Send a signed-in user to Apple for a fresh sign-in before a sensitive action."""
+    return _to_apple("reauth", safe_next(request.form.get("next")), user_id=current_user.id)
+
+
+def _to_apple(purpose: str, next_url: str, user_id: str | None = None) -> ResponseReturnValue:
+    started = login_tx.begin(purpose, next_url, user_id)
+    db.session.commit()
+    url = apple_client().authorize_url(
+        client_id=current_app.config["APPLE_SERVICES_ID"],
+        redirect_uri=current_app.config["APPLE_REDIRECT_URI"],
+        state=started.state,
+        nonce=started.nonce,
+    )
+    resp = redirect(url, code=303)
+    login_tx.set_cookie(resp, started)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/apple/callback")
+@csrf.exempt  # Apple cannot send our CSRF token; `state` bound to the browser protects this
+def callback() -> ResponseReturnValue:
+    """Receive Apple's form_post, verify it, and sign the user in."""
+    form = request.form
+    try:
+        tx = login_tx.consume(form.get("state"))
+    except login_tx.StateError as exc:
+        return _fail(400, "This sign-in attempt is no longer valid",
+                     "It may have expired, been used already, or been started in another "
+                     "browser. Nothing was changed.", exc.reason)
+    if form.get("error"):
+        return _cancelled(form.get("error", ""))
+    code = form.get("code", "")
+    if not CODE_RE.match(code) or not form.get("id_token"):
+        return _fail(400, "Apple's answer was incomplete",
+                     "The sign-in code or identity token was missing. Nothing was changed.",
+                     "missing code or id_token")
+    name = signin.parse_user_json(form.get("user"))
+    user = current_user._get_current_object() if current_user.is_authenticated else None
+    try:
+        outcome = signin.complete(tx, code, form["id_token"], name, user)
+    except Exception as exc:  # noqa: BLE001 - every failure gets a page, a ref and a log line
+        db.session.rollback()
+        return _callback_error(exc)
+    return _finished(tx, outcome)
+
+
+def _finished(tx, outcome: signin.Outcome) -> ResponseReturnValue:
+    if outcome.linked:
+        flash("Apple ID linked. You can now sign in with either.", "success")
+    elif tx.purpose == "reauth":
+        flash("Signed in again. You can continue.", "success")
+    elif outcome.created:
+        flash(f"Welcome, {outcome.user.display_name}! Your account is ready.", "success")
+    resp = redirect(safe_next(tx.next_url), code=303)
+    login_tx.clear_cookie(resp)
+    return resp
+
+
+def _cancelled(error: str) -> ResponseReturnValue:
+    cancelled = error == "user_cancelled_authorize"
+    audit.record_failure("web_login", "cancelled" if cancelled else "apple_error")
+    if error == "user_cancelled_authorize":
+        flash("Sign in with Apple was cancelled. You can try again whenever you like.", "info")
+    else:
+        flash("Apple could not complete the sign-in. Please try again.", "error")
+    target = url_for("dashboard.index") if current_user.is_authenticated else url_for("auth.login")
+    resp = redirect(target, code=303)
+    login_tx.clear_cookie(resp)
+    return resp
+
+
+def _callback_error(exc: Exception) -> ResponseReturnValue:
+    """Map each failure to a status and a page that says what happened and what to do."""
+    if isinstance(exc, AppleUnavailable):
+        return _fail(503, "Apple is not answering right now",
+                     "We could not reach Apple to finish signing you in. Nothing was changed.",
+                     "apple unavailable", action="Wait a minute, then start again.",
+                     headers={"Retry-After": "30"})
+    if isinstance(exc, AppleMisconfigured):
+        log.error("Apple rejected our client credentials (invalid_client): check "
+                  "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
+                  "SIWA_APPLE_SERVICES_ID")
+        return _fail(500, "Sign in with Apple is misconfigured",
+                     "Apple did not accept this site's credentials. Nothing was changed.",
+                     "apple invalid_client", action="Please tell the site operator.")
+    if isinstance(exc, AppleRejected):
+        return _fail(400, "Apple did not accept this sign-in",
+                     "The sign-in code was expired or already used. Nothing was changed.",
+                     f"apple {exc.error}")
+    if isinstance(exc, (InvalidIdentityToken, signin.SubjectMismatch)):
+        reason = getattr(exc, "reason", "front/back subject mismatch")
+        return _fail(400, "Apple's answer could not be verified",
+                     "The identity token did not pass our checks. Nothing was changed.", reason)
+    if isinstance(exc, IdentityTaken):
+        return _fail(409, "That Apple ID belongs to another account",
+                     "It is already linked to a different siwa-web account, so it was not "
+                     "linked to this one.", "identity taken",
+                     action="Sign in with that Apple ID to manage the other account.")
+    if isinstance(exc, signin.WrongAccount):
+        return _fail(403, "That Apple ID is not linked to this account",
+                     "Please confirm with an Apple ID linked to the account you are signed "
+                     "in to.", "reauth with a foreign Apple ID")
+    if isinstance(exc, OperationalError):
+        log.error("database unavailable during sign-in: %s", type(exc.orig).__name__)
+        return _fail(503, "We could not finish signing you in",
+                     "Our database did not answer. Nothing was changed.", "database unavailable",
+                     action="Wait a minute, then start again.", headers={"Retry-After": "30"})
+    if isinstance(exc, AccountDisabled):
+        return _fail(403, "This account is disabled", "Signing in is not possible.",
+                     "account disabled")
+    raise exc
+
+
+def _fail(status: int, title: str, message: str, reason: str,
+          action: str = "Start again from the sign-in page.", headers: dict | None = None) -> tuple:
+    ref = new_reference()
+    log.warning("web sign-in failed: %s", reason, extra={"ref": ref, "reason": reason})
+    audit.record_failure("web_login", reason[:100], details={"ref": ref})
+    body, status = render_error(status, title, message, action, ref=ref)
+    return body, status, {"Cache-Control": "no-store", **(headers or {})}
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End this browser's session on the server, not just the cookie."""
+    if current_user.is_authenticated:
+        audit.record("web_logout", user_id=current_user.id)
+        sessions.end_current("logout")
+        db.session.commit()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"), code=303)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.get("/")
+    def index() -> ResponseReturnValue:
+        signed_in = current_user.is_authenticated
+        return redirect(url_for("dashboard.index" if signed_in else "auth.login"))

@@ -1,0 +1,72 @@
+"""`flask prune`: dead rows go, live ones stay."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy import update
+
+from siwa_web.infra.extensions import db
+from siwa_web.models import AuditEvent
+from siwa_web.models import LoginTransaction
+from siwa_web.models import PendingProfile
+from siwa_web.models import WebSession
+from siwa_web.models.base import now_utc
+from support.web import sign_in
+from support.web import start_login
+
+
+def count(app, model):
+    with app.app_context():
+        return db.session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def age(app, model, days, **columns):
+    """Move timestamps of every row of `model` `days` into the past."""
+    with app.app_context():
+        then = now_utc() - timedelta(days=days)
+        db.session.execute(update(model).values({c: then for c in columns}))
+        db.session.commit()
+
+
+def test_prune_removes_only_dead_rows(app, client, runner, fake_apple):
+    sign_in(client, fake_apple)
+    start_login(client)  # an abandoned trip to Apple
+    with app.app_context():
+        db.session.add(PendingProfile(sub="s", first_name="A"))
+        db.session.commit()
+    result = runner.invoke(args=["prune"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == {k: 0 for k in json.loads(result.output)}
+    assert count(app, LoginTransaction) == 2 and count(app, WebSession) == 1
+
+    age(app, LoginTransaction, 2, expires_at=1)
+    age(app, PendingProfile, 31, created_at=1)
+    age(app, WebSession, 31, revoked_at=1)
+    age(app, AuditEvent, 400, created_at=1)
+    counts = json.loads(runner.invoke(args=["prune"]).output)
+    assert counts["login_transactions"] == 2 and counts["pending_profiles"] == 1
+    assert counts["web_sessions"] == 1 and counts["audit_events"] >= 1
+    assert count(app, LoginTransaction) == count(app, WebSession) == 0
+
+
+def test_live_session_survives_prune(app, client, runner, fake_apple):
+    sign_in(client, fake_apple)
+    age(app, WebSession, 3, last_seen_at=1)  # idle a few days, still valid
+    runner.invoke(args=["prune"])
+    assert count(app, WebSession) == 1
+    assert client.get("/dashboard").status_code == 200
+
+
+def test_starting_sign_ins_is_rate_limited_per_ip(app, client):
+    limit = int(app.config["RATELIMIT_LOGIN_PER_IP"].split("/")[0])
+    for _ in range(limit):
+        assert client.get("/auth/apple/login").status_code == 303
+    resp = client.get("/auth/apple/login")
+    assert resp.status_code == 429
+    assert "Reference:" in resp.get_data(as_text=True)
+    assert count(app, LoginTransaction) == limit
+    other = client.get("/auth/apple/login", environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert other.status_code == 303

@@ -1,0 +1,73 @@
+"""The declarative protocol errors and their one renderer (no database needed)."""
+from __future__ import annotations
+
+import pytest
+
+from siwa_web.oauth import errors
+from siwa_web.oauth import scopes
+
+ALL = [
+    (errors.InvalidRequestError, 400, "invalid_request"),
+    (errors.InvalidClientError, 401, "invalid_client"),
+    (errors.InvalidGrantError, 400, "invalid_grant"),
+    (errors.UnauthorizedClientError, 400, "unauthorized_client"),
+    (errors.UnsupportedGrantTypeError, 400, "unsupported_grant_type"),
+    (errors.InvalidScopeError, 400, "invalid_scope"),
+    (errors.InvalidTargetError, 400, "invalid_target"),
+    (errors.UnsupportedTokenTypeError, 400, "unsupported_token_type"),
+    (errors.ServerError, 500, "server_error"),
+    (errors.TemporarilyUnavailableError, 503, "temporarily_unavailable"),
+    (errors.InvalidTokenError, 401, "invalid_token"),
+    (errors.InvalidBearerRequestError, 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("cls, status, code", ALL, ids=[c[2] + str(c[1]) for c in ALL])
+def test_each_class_is_its_response(cls, status, code):
+    error = cls(reason="internal detail")
+    assert error.status_code == status
+    body = error.get_body()
+    assert body["error"] == code and errors.is_safe_description(body["error_description"])
+    assert "internal detail" not in str(body)
+    headers = dict(error.get_headers())
+    assert headers["Cache-Control"] == "no-store" and headers["Pragma"] == "no-cache"
+
+
+def test_descriptions_must_be_rfc6749_safe():
+    for bad in ('has "quote"', "back\\slash", "caf\u00e9", "line\nbreak", "x" * 201):
+        with pytest.raises(ValueError):
+            errors.InvalidRequestError(bad)
+
+
+def test_bearer_challenges():
+    assert dict(errors.MissingTokenError().get_headers())["WWW-Authenticate"] == \
+        'Bearer realm="siwa-web"'
+    assert "error" not in errors.MissingTokenError().get_body()
+    challenge = dict(errors.InsufficientScopeError("openid").get_headers())["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="openid"' in challenge
+
+
+def test_retry_after():
+    assert dict(errors.TemporarilyUnavailableError().get_headers())["Retry-After"] == "5"
+    assert dict(errors.TooManyRequestsError(retry_after=0).get_headers())["Retry-After"] == "1"
+
+
+def test_error_handler_renders_json(app):
+    from siwa_web.tokens.service import render_error
+
+    with app.test_request_context():
+        response = render_error(errors.InvalidTokenError())
+    assert response.status_code == 401
+    assert response.get_json() == errors.InvalidTokenError().get_body()
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("value", ["a b", "openid", "read:things write:things"])
+def test_scope_parse_ok(value):
+    assert scopes.join(scopes.parse(value)) == value
+
+
+@pytest.mark.parametrize("value", ["", " ", "a  b", "a\tb", 'a"b', "a\\b", "x" * 1001, "caf\u00e9"])
+def test_scope_parse_refuses(value):
+    with pytest.raises(errors.InvalidScopeError):
+        scopes.parse(value)

@@ -1,0 +1,1 @@
+"""Helpers the tests share: fake Apple, the emulator, token calls, browser sign-in, database checks."""

@@ -1,0 +1,44 @@
+"""Settings the whole suite shares, which databases answer, and the "nothing stored" count."""
+from __future__ import annotations
+
+import os
+import socket
+
+from sqlalchemy import text
+
+from siwa_web.infra.extensions import db
+
+TEAM_ID = "TESTTEAM01"
+KEY_ID = "TESTKEY001"
+SERVICES_ID = "com.example.siwa.web"
+ISSUER = "https://siwa.test"
+
+
+def answers(port: int) -> bool:
+    """Whether a local service listens on `port` (PostgreSQL, Redis) for the optional tests."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _postgres_url() -> str | None:
+    """The PostgreSQL server tests run against: SIWA_TEST_DATABASE_URL, or a local one."""
+    url = os.environ.get("SIWA_TEST_DATABASE_URL")
+    if url:
+        return url
+    return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres" if answers(5432) else None
+
+
+PG_SERVER_URL = _postgres_url()
+DB_BACKENDS = ["sqlite"] + (["postgresql"] if PG_SERVER_URL else [])
+
+
+def count_rows(app) -> dict[str, int]:
+    """Row counts of every table: the "nothing stored" check of the security catalogue."""
+    with app.app_context():
+        return {
+            t.name: db.session.execute(text(f'SELECT COUNT(*) FROM "{t.name}"')).scalar_one()
+            for t in db.metadata.sorted_tables
+        }

@@ -1,0 +1,200 @@
+"""Web sign-in fixtures: a real-flow sign-in helper and live servers for browser tests."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import shutil
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
+
+import pytest
+from werkzeug.serving import make_server
+
+from siwa_web import create_app
+from siwa_web.infra.extensions import db
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def c_hash(code: str) -> str:
+    """OIDC c_hash: base64url of the left half of SHA-256(code)."""
+    digest = hashlib.sha256(code.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+@dataclass
+class LoginStart:
+    """What the browser carries to Apple: the authorize URL's state and nonce."""
+
+    state: str
+    nonce: str
+    location: str
+
+
+def start_login(client, next_url: str | None = None, path: str = "/auth/apple/login",
+                method: str = "get", data: dict | None = None) -> LoginStart:
+    """Begin a sign-in as a browser would and read state/nonce off Apple's authorize URL."""
+    query = {"next": next_url} if next_url else None
+    resp = getattr(client, method)(path, query_string=query, data=data)
+    assert resp.status_code == 303, resp.data[:500]
+    params = parse_qs(urlsplit(resp.headers["Location"]).query)
+    return LoginStart(params["state"][0], params["nonce"][0], resp.headers["Location"])
+
+
+CALLBACK = "/auth/apple/callback"
+
+
+def callback_form(fake_apple, start: LoginStart, *, sub=None, user=None, **claims) -> dict:
+    """What Apple's page POSTs to us after consent, for the transaction `start`."""
+    auth = fake_apple.authorize(nonce=start.nonce, sub=sub,
+                                redirect_uri="https://siwa.test/auth/apple/callback", **claims)
+    form = {"code": auth.code, "id_token": auth.id_token, "state": start.state}
+    if user is not None:
+        form["user"] = user
+    return form
+
+
+def sign_in(client, fake_apple, *, sub=None, user=None, next_url=None, **claims):
+    """Sign `client` in through the real flow (login → fake Apple → callback)."""
+    start = start_login(client, next_url)
+    return client.post(CALLBACK, data=callback_form(fake_apple, start, sub=sub, user=user,
+                                                     **claims))
+
+
+@pytest.fixture
+def signed_in(client, fake_apple):
+    """A test client signed in as a new user (Apple sub DEFAULT_SUB, name Maria Ruiz)."""
+    import json
+
+    user = json.dumps({"name": {"firstName": "Maria", "lastName": "Ruiz"}})
+    resp = sign_in(client, fake_apple, user=user)
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:300]
+    return client
+
+
+# --- live servers for real-browser tests ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server(threading.Thread):
+    def __init__(self, wsgi_app, port: int) -> None:
+        super().__init__(daemon=True)
+        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+
+    def run(self) -> None:
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@dataclass
+class LiveServer:
+    """The app at http://localhost:<port> and the emulator at http://127.0.0.1:<port>."""
+
+    app: object
+    url: str
+    emulator_url: str
+    emulator: object
+
+
+@pytest.fixture
+def live_server(app_config):
+    """Run the app and a standalone Apple emulator on two different sites (cross-site POST)."""
+    from siwa_web.emulator import create_emulator_app
+    from siwa_web.emulator import settings_from_app
+
+    app_port, emu_port = _free_port(), _free_port()
+    config = dict(app_config)
+    config.update(
+        ISSUER=f"http://localhost:{app_port}",
+        APPLE_BASE_URL=f"http://127.0.0.1:{emu_port}",
+        APPLE_EMULATOR=True,
+        SESSION_COOKIE_SECURE=None,
+        SESSION_COOKIE_NAME=None,
+        TESTING=False,
+    )
+    app = create_app(config)
+    settings = dataclasses.replace(settings_from_app(app), base_url=config["APPLE_BASE_URL"])
+    emulator = create_emulator_app(settings)
+    servers = [_Server(app, app_port), _Server(emulator, emu_port)]
+    for server in servers:
+        server.start()
+    yield LiveServer(app, config["ISSUER"], config["APPLE_BASE_URL"], emulator)
+    for server in servers:
+        server.stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def browser_sign_in(page, live: LiveServer, *, new_user: bool = True, first: str = "Maria",
+                    last: str = "Ruiz", email: str = "maria@example.com",
+                    hide_email: bool = True) -> None:
+    """Our login page → the emulator's account (and, the first time, consent) page → back."""
+    page.goto(f"{live.url}/auth/login")
+    page.get_by_role("link", name="Sign in with Apple").click()
+    page.wait_for_url(f"{live.emulator_url}/**")
+    if new_user:
+        page.get_by_label("New test user").check()
+        page.get_by_label("First name").fill(first)
+        page.get_by_label("Last name").fill(last)
+        page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Continue").click()  # an existing user is preselected
+    if new_user:
+        if hide_email:
+            page.get_by_label("Hide My Email").check()
+        page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live.url}/dashboard")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Debian Chromium driven by Playwright; skipped loudly where impossible."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing and could not be installed (make browser-deps)")
+    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():  # pragma: no cover
+        pytest.skip("chromium not found")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Folder for screenshots kept after the run (git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def csrf_token(client, path: str = "/dashboard") -> str:
+    """Read the CSRF token a page hands the browser (Flask-WTF stays on in tests)."""
+    import re
+
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
