@@ -56,7 +56,8 @@ def main() -> int:
         })
         with app.app_context():
             db.create_all()
-            client = clients.create(name="Deadlock iOS", bundle_id="com.example.deadlock")
+            client = clients.create(
+                db.session, name="Deadlock iOS", bundle_id="com.example.deadlock")
             settings = server().settings
             tokens = []
             for _ in range(THREADS):
@@ -64,7 +65,7 @@ def main() -> int:
                 db.session.add(user)
                 db.session.flush()
                 family = refresh.start_family(
-                    settings, user_id=user.id, client_id=client.id, identity_id=None,
+                    db.session, settings, user_id=user.id, client_id=client.id, identity_id=None,
                     scope="openid offline_access", audience=settings.default_audience,
                     offline=True, ip=None, user_agent=None)
                 tokens.append(family.refresh_token)

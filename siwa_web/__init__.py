@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from . import config
-from .infra.json_provider import ReusedEncoderJSONProvider
+if TYPE_CHECKING:
+    from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: config (defaults → instance/config.py → SIWA_* → test dict), then parts."""
+    # Imported here, not at the top: `import siwa_web.oauth` (the Flask-free core) runs this
+    # package's __init__ first, and must not load Flask (tests/test_architecture.py).
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from . import config
+    from .infra.json_provider import ReusedEncoderJSONProvider
+
     app = Flask(
         __name__,
         instance_path=str(ROOT / "instance"),

@@ -146,7 +146,7 @@ def _size_pool(cfg: dict) -> None:
 
 
 def _gate_sqlite(cfg: dict) -> None:
-    """Queue a worker's SQLite writers on one lock (`siwa_web.infra.sqlite_gate`) unless turned off."""
+    """Queue a worker's SQLite writers on one lock (`infra/sqlite_gate.py`) unless turned off."""
     uri = cfg["SQLALCHEMY_DATABASE_URI"]
     if not uri.startswith("sqlite") or not cfg["SQLITE_WRITER_GATE"]:
         return

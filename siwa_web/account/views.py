@@ -35,6 +35,7 @@ from ..oauth.refresh import revoke_family
 from ..oauth.refresh import revoke_user_families
 from ..users import audit
 from ..users import deletion
+from ..users.sign_out import end_web_sessions
 from ..web import sessions
 from ..web.errors import render_error
 from . import cards
@@ -142,7 +143,7 @@ def revoke_session(session_id: str) -> ResponseReturnValue:
 @login_required
 def revoke_other_sessions() -> ResponseReturnValue:
     """Sign out every web session except this browser's."""
-    count = sessions.revoke_for_user(_user_id(), "signed out from dashboard",
+    count = end_web_sessions(_user_id(), "signed out from dashboard",
                                      keep=_current_session_id())
     audit.record("sessions_revoked_others", user_id=_user_id(), details={"count": count})
     db.session.commit()
@@ -159,7 +160,7 @@ def revoke_app(family_id: str) -> ResponseReturnValue:
     if family is None:
         abort(404)
     name = family.client.name
-    if revoke_family(family, "revoked from dashboard"):
+    if revoke_family(db.session, family, "revoked from dashboard"):
         audit.record("family_revoked", user_id=_user_id(), client_id=family.client_id,
                      details={"family": family.id})
         db.session.commit()
@@ -174,7 +175,7 @@ def revoke_app(family_id: str) -> ResponseReturnValue:
 @login_required
 def revoke_all_apps() -> ResponseReturnValue:
     """End every app session of the user."""
-    count = revoke_user_families(_user_id(), "revoked from dashboard")
+    count = revoke_user_families(db.session, _user_id(), "revoked from dashboard")
     audit.record("families_revoked_all", user_id=_user_id(), details={"count": count})
     db.session.commit()
     flash(f"Signed out of {_plural(count, 'app session')}." if count

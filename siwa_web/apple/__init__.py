@@ -1,4 +1,4 @@
-"""Sign in with Apple protocol code, free of Flask: client secrets, keys, tokens, HTTP calls."""
+"""Apple's REST API client, Flask-free: client secrets, code exchange, keys, identity tokens."""
 from __future__ import annotations
 
 from .claims import AppleClaims

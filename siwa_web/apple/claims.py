@@ -70,3 +70,34 @@ class AppleTokens:
     access_token: str | None = None
     refresh_token: str | None = None
     expires_in: int | None = None
+
+
+#: Longest first or last name kept from Apple's one-time `user` data.
+NAME_MAX = 100
+
+
+@dataclass(frozen=True)
+class Name:
+    """The one-time, user-editable name Apple hands over on first authorization."""
+
+    first: str | None = None
+    last: str | None = None
+
+    @classmethod
+    def from_apple(cls, data: object) -> Name | None:
+        """Parse `{"name": {"firstName": .., "lastName": ..}}`; None if unusable."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), dict):
+            return None
+        parts = []
+        for key in ("firstName", "lastName"):
+            value = data["name"].get(key)
+            if value is None:
+                parts.append(None)
+                continue
+            if not isinstance(value, str) or len(value) > NAME_MAX:
+                return None
+            value = " ".join(value.split())  # no control characters or newlines
+            parts.append(value or None)
+        if not any(parts):
+            return None
+        return cls(*parts)

@@ -1,4 +1,4 @@
-"""An offline stand-in for appleid.apple.com, for development and tests (apple.md §13)."""
+"""Developers and tests: an offline stand-in for appleid.apple.com (docs/emulator.md)."""
 from __future__ import annotations
 
 from flask import Flask

@@ -1,7 +1,10 @@
 """Plumbing every part shares: extensions, logging, crypto, headers, pools, rate-limit store."""
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the core imports infra.crypto, which must not load Flask
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:

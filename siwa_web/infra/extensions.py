@@ -7,14 +7,9 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy.orm import DeclarativeBase
 
+from ..models.base import Base
 from . import ratelimit_store  # noqa: F401  (registers siwa-web's store for memory://)
-
-
-class Base(DeclarativeBase):
-    """Declarative base shared by every model."""
-
 
 # A request's session only holds what that request read or wrote, so nothing needs reloading
 # after its commit; expiring would cost a SELECT per object touched afterwards (hot paths

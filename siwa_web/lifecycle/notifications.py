@@ -34,7 +34,7 @@ from ..models.base import now_utc
 from ..oauth.refresh import revoke_family
 from ..users import accounts
 from ..users import audit
-from ..web import sessions
+from ..users.sign_out import end_web_sessions
 
 bp = Blueprint("apple_events", __name__, url_prefix="/apple")
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _end_apple_access(identity: AppleIdentity, reason: str) -> None:
         select(TokenFamily).where(TokenFamily.identity_id == identity.id)
     ).scalars()
     for family in families:
-        revoke_family(family, reason)
+        revoke_family(db.session, family, reason)
     for token in list(identity.apple_tokens):
         db.session.delete(token)
 
@@ -123,7 +123,7 @@ def _account_deleted(identity: AppleIdentity, event: AppleEvent) -> None:
     db.session.refresh(user, ["identities"])
     if not user.identities:
         user.disabled_at = now_utc()
-        sessions.revoke_for_user(user.id, "apple account deleted")
+        end_web_sessions(user.id, "apple account deleted")
     audit.record("apple_account_deleted", user_id=user.id,
                  details={"disabled": user.disabled_at is not None})
 

@@ -31,7 +31,6 @@ from ..apple.errors import AppleUnavailable
 from ..infra.apple_client import apple_client
 from ..infra.extensions import db
 from ..models import AppleRevocation
-from ..models import AppleToken
 from ..models.base import now_utc
 from ..users import audit
 from ..users.accounts import cipher
@@ -58,21 +57,6 @@ class Report:
     @property
     def all_sent(self) -> bool:
         return self.failed == 0 and self.skipped == 0
-
-
-def queue(token: AppleToken, user_id: str) -> AppleRevocation | None:
-    """Add an outbox row for a stored Apple refresh token (still encrypted); caller commits."""
-    if not token.refresh_token_encrypted:
-        return None
-    row = AppleRevocation(
-        client_id=token.client_id,  # Apple only revokes with the client id that obtained it
-        token_encrypted=token.refresh_token_encrypted,
-        token_type_hint="refresh_token",
-        user_id=user_id,
-        next_attempt_at=now_utc(),
-    )
-    db.session.add(row)
-    return row
 
 
 def send_due(ids: list[str] | None = None, *, limit: int = 500) -> Report:

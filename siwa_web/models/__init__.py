@@ -1,4 +1,4 @@
-"""All models, importable from one place."""
+"""The database tables, as plain SQLAlchemy models every package shares (Flask-free)."""
 from .audit import AuditEvent
 from .notification import NotificationEvent
 from .oauth import Client

@@ -8,12 +8,12 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
-from ..infra.extensions import db
+from .base import Base
 from .base import UTCDateTime
 from .base import now_utc
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Base):
     """One security-relevant event; `user_id` has no FK so history outlives rows."""
 
     __tablename__ = "audit_events"

@@ -1,4 +1,4 @@
-"""Column types and helpers shared by the models."""
+"""The declarative base, column types and helpers shared by the models (plain SQLAlchemy)."""
 from __future__ import annotations
 
 import uuid
@@ -6,6 +6,7 @@ from datetime import UTC
 from datetime import datetime
 
 from sqlalchemy import DateTime
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 
@@ -34,3 +35,9 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model: plain SQLAlchemy, so the protocol core can use the
+    models without Flask. Flask-SQLAlchemy adopts its metadata (`SQLAlchemy(model_class=Base)`).
+    """

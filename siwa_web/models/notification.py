@@ -7,12 +7,12 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
-from ..infra.extensions import db
+from .base import Base
 from .base import UTCDateTime
 from .base import now_utc
 
 
-class NotificationEvent(db.Model):
+class NotificationEvent(Base):
     """One processed notification; the primary key on `jti` makes duplicates no-ops."""
 
     __tablename__ = "notification_events"

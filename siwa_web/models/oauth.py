@@ -11,14 +11,14 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
-from ..infra.extensions import db
+from .base import Base
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc
 from .user import User
 
 
-class Client(db.Model):
+class Client(Base):
     """A native app allowed to exchange Apple codes for our tokens."""
 
     __tablename__ = "clients"
@@ -32,7 +32,7 @@ class Client(db.Model):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class SigningKey(db.Model):
+class SigningKey(Base):
     """One of our JWT signing keys; retired keys stay published until their tokens expire."""
 
     __tablename__ = "signing_keys"
@@ -46,7 +46,7 @@ class SigningKey(db.Model):
     unpublish_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class TokenFamily(db.Model):
+class TokenFamily(Base):
     """An app session: every refresh token descended from one sign-in on one device."""
 
     __tablename__ = "token_families"
@@ -71,7 +71,7 @@ class TokenFamily(db.Model):
     client: Mapped[Client] = relationship()
 
 
-class RefreshToken(db.Model):
+class RefreshToken(Base):
     """One generation of a family; only the SHA-256 of the token is stored."""
 
     __tablename__ = "refresh_tokens"

@@ -9,14 +9,14 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
-from ..infra.extensions import db
+from .base import Base
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc
 from .user import User
 
 
-class LoginTransaction(db.Model):
+class LoginTransaction(Base):
     """One trip to Apple: state and nonce, single use, bound to the browser that started it."""
 
     __tablename__ = "login_transactions"
@@ -34,7 +34,7 @@ class LoginTransaction(db.Model):
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class WebSession(db.Model):
+class WebSession(Base):
     """A signed-in browser; the cookie holds a token whose SHA-256 is `token_hash`."""
 
     __tablename__ = "web_sessions"

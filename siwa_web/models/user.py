@@ -11,13 +11,13 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
-from ..infra.extensions import db
+from .base import Base
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc
 
 
-class User(db.Model):
+class User(Base):
     """A siwa-web account; `id` is the `sub` of every token we issue."""
 
     __tablename__ = "users"
@@ -60,7 +60,7 @@ class User(db.Model):
         return name or self.email or "Apple user"
 
 
-class AppleIdentity(db.Model):
+class AppleIdentity(Base):
     """One Apple ID (team-scoped `sub`) linked to a user; never looked up by email."""
 
     __tablename__ = "apple_identities"
@@ -82,7 +82,7 @@ class AppleIdentity(db.Model):
     )
 
 
-class AppleToken(db.Model):
+class AppleToken(Base):
     """Apple's refresh token for one (identity, Apple client id); needed to revoke at Apple."""
 
     __tablename__ = "apple_tokens"
@@ -104,7 +104,7 @@ class AppleToken(db.Model):
     identity: Mapped[AppleIdentity] = relationship(back_populates="apple_tokens")
 
 
-class AppleRevocation(db.Model):
+class AppleRevocation(Base):
     """Outbox row: an Apple token still to be revoked at Apple (decision D10)."""
 
     __tablename__ = "apple_revocations"
@@ -122,7 +122,7 @@ class AppleRevocation(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class PendingProfile(db.Model):
+class PendingProfile(Base):
     """Apple's one-time name, saved by `sub` before the code is redeemed (pitfall P2).
 
     If redeeming the code then fails, the next sign-in of the same Apple ID (which carries no

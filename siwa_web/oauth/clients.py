@@ -8,9 +8,9 @@ from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from ..infra.crypto import new_token
-from ..infra.extensions import db
 from ..models import Client
 from . import scopes
+from .collaborators import DbSession
 
 CLIENT_ID_PREFIX = "cli_"
 MAX_CLIENT_ID_LENGTH = 64
@@ -40,11 +40,11 @@ _ACTIVE = select(
 ).where(_CLIENTS.c.id == bindparam("client_id"), _CLIENTS.c.disabled_at.is_(None))
 
 
-def get_active(client_id: str | None) -> ActiveClient | None:
+def get_active(session: DbSession, client_id: str | None) -> ActiveClient | None:
     """Return the enabled client with this id, or None (also for absurd ids: no lookup then)."""
     if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH or not client_id.isprintable():
         return None
-    row = db.session.connection().execute(_ACTIVE, {"client_id": client_id}).first()
+    row = session.connection().execute(_ACTIVE, {"client_id": client_id}).first()
     if row is None:
         return None
     return ActiveClient(row.id, row.name, row.bundle_id, row.audiences or [], row.scopes or [])
@@ -56,7 +56,7 @@ def allowed_audiences(client: ActiveClient, default_audience: str) -> frozenset[
 
 
 def create(
-    *, name: str, bundle_id: str, audiences: list[str] | tuple[str, ...] = (),
+    session: DbSession, *, name: str, bundle_id: str, audiences: list[str] | tuple[str, ...] = (),
     api_scopes: list[str] | tuple[str, ...] = (),
 ) -> Client:
     """Validate and add a client (the caller commits). :raises ClientError:"""
@@ -71,7 +71,7 @@ def create(
     for scope in api_scopes:
         if not scopes.is_scope_token(scope):
             raise ClientError(f"scope {scope!r} is not a valid scope token")
-    if db.session.execute(select(Client.id).where(Client.bundle_id == bundle_id)).first():
+    if session.execute(select(Client.id).where(Client.bundle_id == bundle_id)).first():
         raise ClientError(f"a client with bundle id {bundle_id} already exists")
     client = Client(
         id=CLIENT_ID_PREFIX + new_token(18),
@@ -80,17 +80,17 @@ def create(
         audiences=list(dict.fromkeys(audiences)),
         scopes=[s for s in dict.fromkeys(api_scopes) if s not in scopes.STANDARD_SCOPES],
     )
-    db.session.add(client)
+    session.add(client)
     return client
 
 
-def all_clients() -> list[Client]:
-    return list(db.session.execute(select(Client).order_by(Client.created_at)).scalars())
+def all_clients(session: DbSession) -> list[Client]:
+    return list(session.execute(select(Client).order_by(Client.created_at)).scalars())
 
 
-def bundle_ids() -> list[str]:
+def bundle_ids(session: DbSession) -> list[str]:
     """Bundle ids of enabled clients (the emulator accepts codes for these)."""
-    return list(db.session.execute(
+    return list(session.execute(
         select(Client.bundle_id).where(Client.disabled_at.is_(None))
     ).scalars())
 

@@ -21,11 +21,12 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
 
 from ..infra.crypto import TokenCipher
-from ..infra.extensions import db
 from ..models import SigningKey
 from ..models.base import now_utc
+from .collaborators import DbSession
 from .config import TokenSettings
 
 Key = ECKey | RSAKey
@@ -82,8 +83,11 @@ def _published():
 class KeyRing:
     """The per-process cache of our keys; thread-safe."""
 
-    def __init__(self, settings: TokenSettings) -> None:
+    def __init__(self, settings: TokenSettings, engine: Engine) -> None:
         self.settings = settings
+        # Its own connections, never the request's session: a reload or the first key's
+        # creation must not commit or roll back what the request is doing.
+        self._engine = engine
         self._cipher = TokenCipher(list(settings.encryption_keys))
         self._lock = threading.Lock()
         self._create_lock = threading.Lock()
@@ -101,7 +105,7 @@ class KeyRing:
             with self._create_lock:  # one first key per process, not one per thread
                 self.reload()
                 if self._signer is None:
-                    with db.engine.begin() as conn:
+                    with self._engine.begin() as conn:
                         create_key(conn, self.settings, self._cipher)
                     self.reload()
         if self._signer is None:  # pragma: no cover - creation failed without raising
@@ -165,7 +169,7 @@ class KeyRing:
         """The reload itself; the caller holds `_lock`."""
         if only_if_stale and not self._stale():
             return
-        with db.engine.connect() as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(
                 select(
                     SigningKey.kid, SigningKey.alg, SigningKey.public_jwk,
@@ -222,7 +226,7 @@ def create_key(conn: Connection, settings: TokenSettings, cipher: TokenCipher | 
     return kid
 
 
-def rotate(settings: TokenSettings) -> tuple[str, list[tuple[str, datetime]]]:
+def rotate(engine: Engine, settings: TokenSettings) -> tuple[str, list[tuple[str, datetime]]]:
     """Make a new key the signer; retired keys stay published until their tokens have expired.
 
     Other processes may keep signing with the old key for up to `key_cache_seconds`, so the
@@ -233,7 +237,7 @@ def rotate(settings: TokenSettings) -> tuple[str, list[tuple[str, datetime]]]:
     unpublish = now + timedelta(
         seconds=settings.max_token_lifetime + settings.key_cache_seconds + 60
     )
-    with db.engine.begin() as conn:
+    with engine.begin() as conn:
         retired = conn.execute(
             select(SigningKey.kid).where(SigningKey.retired_at.is_(None))
         ).scalars().all()
@@ -245,8 +249,8 @@ def rotate(settings: TokenSettings) -> tuple[str, list[tuple[str, datetime]]]:
     return kid, [(old, unpublish) for old in retired]
 
 
-def list_keys() -> list[SigningKey]:
+def list_keys(session: DbSession) -> list[SigningKey]:
     """Every key row, newest first (for `flask keys list`)."""
-    return list(db.session.execute(
+    return list(session.execute(
         select(SigningKey).order_by(SigningKey.created_at.desc())
     ).scalars())

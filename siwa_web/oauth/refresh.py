@@ -41,7 +41,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..infra.crypto import TokenCipher
 from ..infra.crypto import new_token
 from ..infra.crypto import token_hash
-from ..infra.extensions import db
 from ..models import Client
 from ..models import RefreshToken
 from ..models import TokenFamily
@@ -49,6 +48,7 @@ from ..models import User
 from ..models.base import UTCDateTime
 from ..models.base import new_id
 from ..models.base import now_utc
+from .collaborators import DbSession
 from .config import TokenSettings
 
 MAX_REFRESH_TOKEN_LENGTH = 128
@@ -86,6 +86,7 @@ class NewFamily:
 
 
 def start_family(
+    session: DbSession,
     settings: TokenSettings,
     *,
     user_id: str,
@@ -110,12 +111,12 @@ def start_family(
         "client_ip": _clip(ip, 64), "client_ua": _clip(user_agent, 512),
     }
     if not offline:
-        _run(_START, **params)
+        _run(session, _START, **params)
         return NewFamily(params["fam"], now, None)
     value = new_token(32)
     params.update(new_id=new_id(), row_id=None, new_hash=token_hash(value),
                   idle=_idle_expiry(settings, expires, now))
-    connection = db.session.connection()
+    connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(_START_WITH_TOKEN, params)
     else:
@@ -124,12 +125,12 @@ def start_family(
     return NewFamily(params["fam"], now, value)
 
 
-def find(value: str) -> RefreshToken | None:
+def find(session: DbSession, value: str) -> RefreshToken | None:
     """Look a token up by its hash (exact match: no trimming or case folding)."""
     if not value or len(value) > MAX_REFRESH_TOKEN_LENGTH:
         return None
     family = joinedload(RefreshToken.family)
-    return db.session.execute(
+    return session.execute(
         select(RefreshToken)
         .options(family.joinedload(TokenFamily.user), family.joinedload(TokenFamily.client))
         .where(RefreshToken.token_hash == token_hash(value))
@@ -208,19 +209,19 @@ _USE_STATE = select(_RT.c.used_at, _RT.c.successor_encrypted).where(_RT.c.id == 
 _CHILD = select(_RT.c.token_hash, _RT.c.used_at).where(_RT.c.parent_id == bindparam("row_id"))
 
 
-def find_presented(value: str) -> Row | None:
+def find_presented(session: DbSession, value: str) -> Row | None:
     """The refresh grant's lookup: the token with its family, user and client, in one query."""
     if not value or len(value) > MAX_REFRESH_TOKEN_LENGTH:
         return None
-    return _run(_PRESENTED, token_hash=token_hash(value)).first()
+    return _run(session, _PRESENTED, token_hash=token_hash(value)).first()
 
 
-def _run(statement: Executable, **params: Any) -> CursorResult:
-    return db.session.connection().execute(statement, params)
+def _run(session: DbSession, statement: Executable, **params: Any) -> CursorResult:
+    return session.connection().execute(statement, params)
 
 
 def rotate(
-    settings: TokenSettings, row: Row, cipher: TokenCipher, *,
+    session: DbSession, settings: TokenSettings, row: Row, cipher: TokenCipher, *,
     ip: str | None = None, user_agent: str | None = None,
 ) -> Rotation:
     """Use `row` (from :func:`find_presented`) once: mint its successor, or replay it on a retry.
@@ -236,6 +237,7 @@ def rotate(
             raise RefreshError("idle_expired", family_id=row.family_id)
         value = new_token(32)
         if _claim(
+            session,
             row_id=row.id, parent=row.parent_id, now=now, sealed=cipher.encrypt(value),
             new_id=new_id(), fam=row.family_id, new_hash=token_hash(value), new_scope=row.scope,
             idle=_idle_expiry(settings, row.family_expires_at, now),
@@ -243,16 +245,16 @@ def rotate(
         ):
             return Rotation(row.family_id, value, grace_retry=False)
         # Lost the race: another request rotated this token a moment ago. Read what it wrote.
-        state = _run(_USE_STATE, row_id=row.id).first()
+        state = _run(session, _USE_STATE, row_id=row.id).first()
         if state is None:  # deleted meanwhile (its family pruned)
             raise RefreshError("refresh_token_unknown", family_id=row.family_id)
         used_at, sealed = state
-    return _replay_or_revoke(settings, row, used_at, sealed, cipher, now)
+    return _replay_or_revoke(session, settings, row, used_at, sealed, cipher, now)
 
 
-def _claim(**params: Any) -> bool:
+def _claim(session: DbSession, **params: Any) -> bool:
     """Claim the token; if this request won, add its successor and touch the family."""
-    connection = db.session.connection()
+    connection = session.connection()
     if connection.dialect.name == "postgresql":
         return connection.execute(_ROTATE_AT_ONCE, params).rowcount == 1
     changed = connection.execute(_CLAIM, params).rowcount
@@ -264,11 +266,11 @@ def _claim(**params: Any) -> bool:
 
 
 def _replay_or_revoke(
-    settings: TokenSettings, row: Row, used_at: datetime | None, sealed: str | None,
-    cipher: TokenCipher, now: datetime,
+    session: DbSession, settings: TokenSettings, row: Row, used_at: datetime | None,
+    sealed: str | None, cipher: TokenCipher, now: datetime,
 ) -> Rotation:
     """A used token: the same successor for the immediate parent within the window, else revoke."""
-    child = _run(_CHILD, row_id=row.id).first()
+    child = _run(session, _CHILD, row_id=row.id).first()
     in_grace = (
         settings.grace_seconds > 0
         and used_at is not None
@@ -281,7 +283,7 @@ def _replay_or_revoke(
         value = _decrypt(cipher, sealed)
         if value is not None and token_hash(value) == child.token_hash:
             return Rotation(row.family_id, value, grace_retry=True)
-    revoke_family_id(row.family_id, "reuse_detected")
+    revoke_family_id(session, row.family_id, "reuse_detected")
     raise ReuseDetected("reuse_detected", family_id=row.family_id)
 
 
@@ -314,9 +316,9 @@ def _clip(value: str | None, limit: int) -> str | None:
 # --- revocation (also used by the dashboard; the caller commits) -------------------------------
 
 
-def revoke_family(family: TokenFamily, reason: str) -> bool:
+def revoke_family(session: DbSession, family: TokenFamily, reason: str) -> bool:
     """Revoke every token of `family`; True if this call revoked it, False if it already was."""
-    revoked_at = revoke_family_id(family.id, reason)
+    revoked_at = revoke_family_id(session, family.id, reason)
     if revoked_at is None:
         return False
     set_committed_value(family, "revoked_at", revoked_at)
@@ -324,10 +326,10 @@ def revoke_family(family: TokenFamily, reason: str) -> bool:
     return True
 
 
-def revoke_family_id(family_id: str, reason: str) -> datetime | None:
+def revoke_family_id(session: DbSession, family_id: str, reason: str) -> datetime | None:
     """Revoke the family by id; returns when, or None if it already was revoked."""
     now = now_utc()
-    changed = db.session.execute(  # an ORM UPDATE, so the liveness caches hear of it
+    changed = session.execute(  # an ORM UPDATE, so the liveness caches hear of it
         update(TokenFamily)
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason[:40])
@@ -335,31 +337,31 @@ def revoke_family_id(family_id: str, reason: str) -> datetime | None:
     ).rowcount
     if not changed:
         return None
-    _wipe_successors([family_id])
+    _wipe_successors(session, [family_id])
     return now
 
 
-def revoke_user_families(user_id: str, reason: str) -> int:
+def revoke_user_families(session: DbSession, user_id: str, reason: str) -> int:
     """Revoke every live family of a user (sign out everywhere); returns how many were revoked."""
     now = now_utc()
-    ids = db.session.execute(
+    ids = session.execute(
         select(TokenFamily.id)
         .where(TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None))
     ).scalars().all()
     if not ids:
         return 0
-    changed = db.session.execute(
+    changed = session.execute(
         update(TokenFamily)
         .where(TokenFamily.id.in_(ids), TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason[:40])
         .execution_options(synchronize_session="fetch")
     ).rowcount
-    _wipe_successors(ids)
+    _wipe_successors(session, ids)
     return changed
 
 
-def _wipe_successors(family_ids: list[str]) -> None:
-    db.session.execute(
+def _wipe_successors(session: DbSession, family_ids: list[str]) -> None:
+    session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id.in_(family_ids),
                RefreshToken.successor_encrypted.is_not(None))
@@ -368,9 +370,9 @@ def _wipe_successors(family_ids: list[str]) -> None:
     )
 
 
-def family_is_alive(family_id: str) -> bool:
+def family_is_alive(session: DbSession, family_id: str) -> bool:
     """One primary-key lookup: the family is unrevoked, unexpired and its user is active."""
-    row = db.session.execute(
+    row = session.execute(
         select(TokenFamily.revoked_at, TokenFamily.expires_at, User.disabled_at)
         .join(User, User.id == TokenFamily.user_id)
         .where(TokenFamily.id == family_id)

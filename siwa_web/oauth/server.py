@@ -13,19 +13,21 @@ from typing import NamedTuple
 
 from sqlalchemy import bindparam
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..infra.crypto import TokenCipher
-from ..infra.extensions import db
 from ..models import TokenFamily
 from ..models import User
-from ..users import audit
 from . import clients
 from . import refresh
 from . import tokens
+from .collaborators import AuditLog
+from .collaborators import DbSession
+from .collaborators import UserDirectory
 from .config import TokenSettings
 from .errors import InvalidClientError
 from .errors import InvalidRequestError
@@ -38,6 +40,7 @@ from .grants import BaseGrant
 from .keys import KeyRing
 from .liveness import LivenessCache
 from .liveness import LocalSignal
+from .profile import Profile
 from .requests import TokenRequest
 
 log = logging.getLogger(__name__)
@@ -48,23 +51,45 @@ class Principal(NamedTuple):
     """A verified access token plus the live user behind it (immutable; built on every API call)."""
 
     token: tokens.AccessToken
-    user_id: str
-    email: str | None
-    email_verified: bool
-    first_name: str | None
-    last_name: str | None
+    profile: Profile
+
+    @property
+    def user_id(self) -> str:
+        return self.profile.user_id
+
+    @property
+    def email(self) -> str | None:
+        return self.profile.email
+
+    @property
+    def email_verified(self) -> bool:
+        return self.profile.email_verified
+
+    @property
+    def first_name(self) -> str | None:
+        return self.profile.first_name
+
+    @property
+    def last_name(self) -> str | None:
+        return self.profile.last_name
 
 
 class AuthorizationServer:
-    """Everything the token service does, given settings and a way to reach Apple."""
+    """Everything the token service does, given settings and what it is handed: a database
+    session and engine, a user directory, an audit log and a way to reach Apple.
+    """
 
     def __init__(
-        self, settings: TokenSettings, *, apple_client: Callable[[], Any],
+        self, settings: TokenSettings, *, session: DbSession, engine: Engine,
+        users: UserDirectory, audit: AuditLog, apple_client: Callable[[], Any],
         liveness: LivenessCache | None = None,
     ) -> None:
         self.settings = settings
+        self.session = session
+        self.users = users
+        self.audit = audit
         self.liveness = liveness or LivenessCache(LocalSignal(), ttl=0)
-        self.keys = KeyRing(settings)
+        self.keys = KeyRing(settings, engine)
         self.cipher = TokenCipher(list(settings.encryption_keys))
         self.apple_client = apple_client
         self._grants: dict[str, type[BaseGrant]] = {}
@@ -105,7 +130,7 @@ class AuthorizationServer:
             except DB_UNAVAILABLE as exc:
                 log.error("database unavailable during %s: %s", grant.AUDIT_EVENT,
                           type(exc).__name__)
-                _rollback()
+                self._rollback()
                 raise TemporarilyUnavailableError(reason="database_unavailable") from exc
         except OAuth2Error as error:
             self._record_failure(grant.AUDIT_EVENT, error, grant.audit_client_id, grant.user_id)
@@ -126,7 +151,7 @@ class AuthorizationServer:
             token = request.get("token")
             if token is None:
                 raise InvalidRequestError("token is required.", reason="token_missing")
-            client = clients.get_active(client_id)
+            client = clients.get_active(self.session, client_id)
             if client is None:
                 raise InvalidClientError(reason="client_unknown" if client_id else "client_missing")
             # token_type_hint only changes the lookup order; an unknown hint is ignored.
@@ -140,14 +165,14 @@ class AuthorizationServer:
                     self._revoke(client.id, kind, family)
                     return
         except DB_UNAVAILABLE as exc:
-            _rollback()
+            self._rollback()
             raise TemporarilyUnavailableError(reason="database_unavailable") from exc
         except OAuth2Error as error:
             self._record_failure("token_revoked", error, client_id, None)
             raise
 
     def _refresh_token_family(self, token: str) -> tuple[str, TokenFamily] | None:
-        row = refresh.find(token)
+        row = refresh.find(self.session, token)
         return None if row is None else ("refresh_token", row.family)
 
     def _jwt_family(self, token: str) -> tuple[str, TokenFamily | None] | None:
@@ -161,7 +186,7 @@ class AuthorizationServer:
                 reason="id_token_presented",
             )
         sid = claims.get("sid")
-        family = db.session.get(TokenFamily, sid) if isinstance(sid, str) else None
+        family = self.session.get(TokenFamily, sid) if isinstance(sid, str) else None
         if family is not None and claims.get("client_id") != family.client_id:
             return None  # not a token we would have issued
         return kind, family
@@ -173,12 +198,12 @@ class AuthorizationServer:
             raise InvalidRequestError(
                 "The token was not issued to this client.", reason="client_mismatch"
             )
-        if refresh.revoke_family(family, "revoked_by_client"):
-            audit.record(
+        if refresh.revoke_family(self.session, family, "revoked_by_client"):
+            self.audit.record(
                 "token_revoked", user_id=family.user_id, client_id=client_id,
                 details={"family_id": family.id, "token_type": kind},
             )
-        db.session.commit()
+        self.session.commit()
 
     # --- protected resources (RFC 6750) -------------------------------------------------------
 
@@ -191,14 +216,15 @@ class AuthorizationServer:
         audience = audience or self.settings.default_audience
         try:
             access = tokens.verify_access_token(self.keys, self.settings, token, audience=audience)
-            row = self.liveness.lookup(access.family_id, lambda: _family_and_user(access))
+            row = self.liveness.lookup(
+                access.family_id, lambda: _family_and_user(self.session, access))
         except tokens.TokenInvalid as exc:
             log.debug("bearer token refused: %s", exc.reason, extra={"reason": exc.reason})
             raise InvalidTokenError(reason=exc.reason) from exc
         except DB_UNAVAILABLE as exc:  # the key list or the session could not be read
             raise TemporarilyUnavailableError(reason="database_unavailable") from exc
         reason = (
-            "family_unknown" if row is None or row.user_id != access.sub
+            "family_unknown" if row is None or row.profile.user_id != access.sub
             else "family_revoked" if row.revoked
             else "user_disabled" if row.disabled
             # the app session is over, whatever the token says
@@ -208,11 +234,7 @@ class AuthorizationServer:
         if reason is not None:
             log.debug("bearer token refused: %s", reason, extra={"reason": reason})
             raise InvalidTokenError(reason=reason)
-        return Principal(
-            token=access, user_id=row.user_id, email=row.email,
-            email_verified=row.email_verified, first_name=row.first_name,
-            last_name=row.last_name,
-        )
+        return Principal(access, row.profile)
 
     # --- audit ------------------------------------------------------------------------------------
 
@@ -225,13 +247,21 @@ class AuthorizationServer:
         if error.reason == "database_unavailable":  # the audit row could not be written either
             return
         try:
-            audit.record_failure(
+            self.audit.record_failure(
                 event, error.reason[:100], client_id=client_id[:255] if client_id else None,
                 user_id=user_id, details={"error": error.error},
             )
         except SQLAlchemyError:
-            _rollback()
+            self._rollback()
             log.exception("could not record audit event %s", event)
+
+
+    def _rollback(self) -> None:
+        """Leave the session usable after a database failure (a second failure is not news)."""
+        try:
+            self.session.rollback()
+        except SQLAlchemyError:
+            log.debug("rollback after a database failure failed too")
 
 
 # Built once: constructing the statement cost more than running it on every API call.
@@ -252,33 +282,21 @@ class SessionState(NamedTuple):
     attribute of a Row costs about ten times as much to read.
     """
 
-    user_id: str
     revoked: bool
     disabled: bool
     expires_at: float  # POSIX timestamp
-    email: str | None
-    email_verified: bool
-    first_name: str | None
-    last_name: str | None
+    profile: Profile
 
 
-def _family_and_user(access: tokens.AccessToken) -> SessionState | None:
-    row = db.session.connection().execute(
+def _family_and_user(session: DbSession, access: tokens.AccessToken) -> SessionState | None:
+    row = session.connection().execute(
         _FAMILY_AND_USER, {"family_id": access.family_id}).first()
     if row is None:
         return None
     return SessionState(
-        user_id=row.user_id, revoked=row.revoked_at is not None,
-        disabled=row.disabled_at is not None, expires_at=row.expires_at.timestamp(),
-        email=row.email, email_verified=bool(row.email_verified), first_name=row.first_name,
-        last_name=row.last_name,
+        revoked=row.revoked_at is not None, disabled=row.disabled_at is not None,
+        expires_at=row.expires_at.timestamp(),
+        profile=Profile(row.user_id, row.email, bool(row.email_verified), row.first_name,
+                        row.last_name),
     )
-
-
-def _rollback() -> None:
-    """Leave the session usable after a database failure (a second failure is not news)."""
-    try:
-        db.session.rollback()
-    except SQLAlchemyError:
-        log.debug("rollback after a database failure failed too")
 

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from ..infra.extensions import csrf
 from ..infra.nostore import no_store_json
+from ..oauth import Principal
 from ..oauth import scopes
 from .protect import principal as current_principal
 from .protect import require_token
@@ -16,11 +17,10 @@ from .protect import require_token
 bp = Blueprint("api", __name__)
 
 
-def _claims(principal, granted: frozenset[str]) -> dict[str, Any]:
+def _claims(principal: Principal, granted: frozenset[str]) -> dict[str, Any]:
     """The user's standard claims, limited to what the token's scopes allow (OIDC Core §5.4)."""
-    return {"sub": principal.user_id, **scopes.profile_claims(
-        granted, email=principal.email, email_verified=principal.email_verified,
-        first_name=principal.first_name, last_name=principal.last_name)}
+    profile = principal.profile
+    return {"sub": profile.user_id, **profile.claims(granted)}
 
 
 @bp.get("/userinfo")

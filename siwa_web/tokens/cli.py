@@ -34,6 +34,7 @@ def create_client(
     """Register a native app and print it as JSON."""
     try:
         client = client_registry.create(
+            db.session,
             name=name, bundle_id=bundle_id, audiences=audiences, api_scopes=api_scopes
         )
     except client_registry.ClientError as exc:
@@ -45,7 +46,7 @@ def create_client(
 @clients_cli.command("list")
 def list_clients() -> None:
     """Print every registered app as a JSON list."""
-    _echo_json([client_registry.as_dict(c) for c in client_registry.all_clients()])
+    _echo_json([client_registry.as_dict(c) for c in client_registry.all_clients(db.session)])
 
 
 @clients_cli.command("delete")
@@ -68,7 +69,7 @@ def delete_client(client_id: str, yes: bool) -> None:
 def rotate_keys() -> None:
     """Make a new key the signer; old keys stay published until their tokens have expired."""
     oauth_server = server()
-    kid, retired = key_store.rotate(oauth_server.settings)
+    kid, retired = key_store.rotate(db.engine, oauth_server.settings)
     oauth_server.keys.invalidate()
     _echo_json({
         "signing_kid": kid,
@@ -79,7 +80,7 @@ def rotate_keys() -> None:
 @keys_cli.command("list")
 def list_keys() -> None:
     """Print every key with its status: signing, published (retired) or unpublished."""
-    rows = key_store.list_keys()
+    rows = key_store.list_keys(db.session)
     _echo_json([{
         "kid": k.kid,
         "alg": k.alg,

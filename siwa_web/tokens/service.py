@@ -7,6 +7,7 @@ from flask import Flask
 from flask import Response
 from flask import jsonify
 
+from ..infra.extensions import db
 from ..oauth import AuthorizationServer
 from ..oauth import TokenSettings
 from ..oauth.errors import OAuth2Error
@@ -14,6 +15,8 @@ from ..oauth.grants import RefreshTokenGrant
 from ..oauth.grants import TokenExchangeGrant
 from ..oauth.liveness import LivenessCache
 from ..oauth.liveness import LocalSignal
+from ..users import accounts
+from ..users import audit
 from . import liveness_events
 from .extension import EXTENSION
 
@@ -41,7 +44,11 @@ def init_app(app: Flask) -> None:
     signal = liveness_events.make_signal(app)
     liveness = LivenessCache(
         signal or LocalSignal(), ttl=settings.liveness_cache_seconds if signal else 0)
-    oauth_server = AuthorizationServer(settings, apple_client=_apple_client, liveness=liveness)
+    with app.app_context():
+        engine = db.engine
+    oauth_server = AuthorizationServer(
+        settings, session=db.session, engine=engine, users=accounts, audit=audit,
+        apple_client=_apple_client, liveness=liveness)
     liveness_events.init_app(app)
     oauth_server.register_grant(TokenExchangeGrant)
     oauth_server.register_grant(RefreshTokenGrant)

@@ -1,7 +1,8 @@
-"""Find or create users by Apple `sub` (never by email), shared by the web and native flows."""
-from __future__ import annotations
+"""Find or create users by Apple `sub` (never by email), shared by the web and native flows.
 
-from dataclasses import dataclass
+This module is the token service's `UserDirectory` (siwa_web.oauth.collaborators).
+"""
+from __future__ import annotations
 
 from flask import current_app
 from sqlalchemy import bindparam
@@ -11,7 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..apple.claims import NAME_MAX  # noqa: F401  (re-exported)
 from ..apple.claims import AppleClaims
+from ..apple.claims import Name
 from ..infra.crypto import TokenCipher
 from ..infra.extensions import db
 from ..models import AppleIdentity
@@ -19,8 +22,7 @@ from ..models import AppleToken
 from ..models import User
 from ..models.base import UTCDateTime
 from ..models.base import now_utc
-
-NAME_MAX = 100
+from ..oauth.collaborators import AccountDisabled  # noqa: F401  (raised here, caught by callers)
 
 # A returning sign-in's routine writes, run as Core statements: with them, and attributes set
 # only when they change, its commit has nothing for the unit of work to flush (which cost more
@@ -36,39 +38,8 @@ _RESEAL_TOKEN = (
 )
 
 
-@dataclass(frozen=True)
-class Name:
-    """The one-time, user-editable name Apple hands over on first authorization."""
-
-    first: str | None = None
-    last: str | None = None
-
-    @classmethod
-    def from_apple(cls, data: object) -> Name | None:
-        """Parse `{"name": {"firstName": .., "lastName": ..}}`; None if unusable."""
-        if not isinstance(data, dict) or not isinstance(data.get("name"), dict):
-            return None
-        parts = []
-        for key in ("firstName", "lastName"):
-            value = data["name"].get(key)
-            if value is None:
-                parts.append(None)
-                continue
-            if not isinstance(value, str) or len(value) > NAME_MAX:
-                return None
-            value = " ".join(value.split())  # no control characters or newlines
-            parts.append(value or None)
-        if not any(parts):
-            return None
-        return cls(*parts)
-
-
 class IdentityTaken(Exception):
     """The Apple ID is already linked to a different user."""
-
-
-class AccountDisabled(Exception):
-    """The Apple ID belongs to a disabled account."""
 
 
 def cipher() -> TokenCipher:

@@ -4,7 +4,7 @@ Both run in one transaction that the caller commits, and both start by locking t
 they serialise with each other: two concurrent unlinks cannot remove a user's last two Apple IDs,
 and an unlink racing a deletion cannot strand a token outside the outbox. Apple tokens are not
 revoked here: an outbox row per stored token is written in the same transaction, and the caller
-sends the outbox after commit (`apple_revocations.send_due`).
+sends the outbox after commit (`lifecycle.revocations.send_due`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import selectinload
 
 from ..infra.extensions import db
-from ..lifecycle import revocations as apple_revocations
 from ..models import AppleIdentity
+from ..models import AppleRevocation
+from ..models import AppleToken
 from ..models import PendingProfile
 from ..models import TokenFamily
 from ..models import User
@@ -25,8 +26,8 @@ from ..models import WebSession
 from ..models.base import now_utc
 from ..oauth.refresh import revoke_family
 from ..oauth.refresh import revoke_user_families
-from ..web import sessions
 from . import audit
+from .sign_out import end_web_sessions
 
 
 class LastIdentity(Exception):
@@ -88,7 +89,7 @@ def unlink_identity(user_id: str, identity_id: str, *, keep_session: str | None)
     if len(identities) < 2:
         raise LastIdentity(identity_id)
     _move_email_off(identities, target)
-    revocations = [apple_revocations.queue(t, user_id) for t in target.apple_tokens]
+    revocations = [queue_revocation(t, user_id) for t in target.apple_tokens]
     ended = db.session.execute(
         update(WebSession)
         .where(WebSession.identity_id == target.id, WebSession.revoked_at.is_(None),
@@ -99,7 +100,7 @@ def unlink_identity(user_id: str, identity_id: str, *, keep_session: str | None)
         select(TokenFamily).where(TokenFamily.identity_id == target.id,
                                   TokenFamily.revoked_at.is_(None))
     ).all()
-    apps = sum(1 for f in families if revoke_family(f, "Apple ID unlinked"))
+    apps = sum(1 for f in families if revoke_family(db.session, f, "Apple ID unlinked"))
     db.session.flush()
     ids = [r.id for r in revocations if r is not None]
     audit.record("identity_unlinked", user_id=user_id,
@@ -134,12 +135,12 @@ def delete_account(user_id: str) -> Removed:
         raise LookupError(user_id)
     identities = _identities(user_id)
     revocations = [
-        apple_revocations.queue(token, user_id)
+        queue_revocation(token, user_id)
         for identity in identities
         for token in identity.apple_tokens
     ]
-    ended = sessions.revoke_for_user(user_id, "account deleted")
-    apps = revoke_user_families(user_id, "account deleted")
+    ended = end_web_sessions(user_id, "account deleted")
+    apps = revoke_user_families(db.session, user_id, "account deleted")
     subs = [i.sub for i in identities]
     if subs:  # a name Apple sent that never made it into an account is personal data too
         db.session.execute(delete(PendingProfile).where(PendingProfile.sub.in_(subs)))
@@ -150,3 +151,18 @@ def delete_account(user_id: str) -> Removed:
                           "app_sessions": apps, "apple_revocations": len(ids)})
     db.session.delete(user)  # identities and Apple tokens by ORM cascade, the rest by FK cascade
     return Removed(web_sessions=ended, app_sessions=apps, revocation_ids=ids)
+
+
+def queue_revocation(token: AppleToken, user_id: str) -> AppleRevocation | None:
+    """Add an outbox row for a stored Apple refresh token (still encrypted); caller commits."""
+    if not token.refresh_token_encrypted:
+        return None
+    row = AppleRevocation(
+        client_id=token.client_id,  # Apple only revokes with the client id that obtained it
+        token_encrypted=token.refresh_token_encrypted,
+        token_type_hint="refresh_token",
+        user_id=user_id,
+        next_attempt_at=now_utc(),
+    )
+    db.session.add(row)
+    return row

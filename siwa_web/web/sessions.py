@@ -23,7 +23,6 @@ from flask.sessions import SessionMixin
 from flask_login import login_user
 from flask_login import logout_user
 from sqlalchemy import select
-from sqlalchemy import update
 
 from ..infra.crypto import new_token
 from ..infra.crypto import token_hash
@@ -67,18 +66,6 @@ def end_current(reason: str = "logout") -> None:
         row.revoked_reason = reason
     logout_user()
     session.clear()
-
-
-def revoke_for_user(user_id: str, reason: str, *, keep: str | None = None) -> int:
-    """Revoke every live session of a user except `keep`; caller commits. Returns the count."""
-    stmt = (
-        update(WebSession)
-        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
-        .values(revoked_at=now_utc(), revoked_reason=reason)
-    )
-    if keep is not None:
-        stmt = stmt.where(WebSession.id != keep)
-    return db.session.execute(stmt).rowcount
 
 
 def is_alive(row: WebSession) -> bool:

@@ -15,6 +15,7 @@ from siwa_web.models import AppleToken
 from siwa_web.models import AuditEvent
 from siwa_web.models.base import now_utc
 from siwa_web.users.accounts import cipher
+from siwa_web.users.deletion import queue_revocation
 from support.apple import BUNDLE_ID
 from support.apple import SERVICES_ID
 
@@ -85,7 +86,7 @@ def test_sends_each_row_with_its_own_client_id_and_wipes_the_token(app, fake_app
 
 def test_queue_skips_tokens_that_were_never_stored(app):
     with app.app_context():
-        assert apple_revocations.queue(AppleToken(client_id=SERVICES_ID), "u") is None
+        assert queue_revocation(AppleToken(client_id=SERVICES_ID), "u") is None
 
 
 def test_an_outage_stops_the_run_early_and_keeps_every_row(app, fake_apple):

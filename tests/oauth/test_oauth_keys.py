@@ -62,7 +62,7 @@ def test_another_process_rotation_is_seen_within_the_cache_time(app, monkeypatch
     with app.app_context():
         ring = server().keys
         old = ring.signer().kid
-        new, _ = key_store.rotate(server().settings)  # as another process would
+        new, _ = key_store.rotate(db.engine, server().settings)  # as another process would
         assert ring.signer().kid == old  # cached
         ring._loaded_at -= server().settings.key_cache_seconds
         assert ring.signer().kid == new

@@ -1,1 +1,1 @@
-"""Helpers the tests share: fake Apple, the emulator, token calls, browser sign-in, database checks."""
+"""Helpers the tests share: fake Apple, the emulator, token calls, browser sign-in, row counts."""

@@ -95,7 +95,7 @@ def ensure_client(app, bundle_id: str = BUNDLE_ID, name: str = "Acme for iPhone"
         found = db.session.scalar(select(Client.id).where(Client.bundle_id == bundle_id))
         if found:
             return found
-        client = clients.create(name=name, bundle_id=bundle_id)
+        client = clients.create(db.session, name=name, bundle_id=bundle_id)
         db.session.commit()
         return client.id
 

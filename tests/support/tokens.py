@@ -39,6 +39,7 @@ def native_client(app) -> NativeClient:
     """The iOS app (bundle id = the fake Apple's BUNDLE_ID), with one partner API and API scope."""
     with app.app_context():
         client = client_registry.create(
+            db.session,
             name="Example iOS", bundle_id=BUNDLE_ID, audiences=[PARTNER_API], api_scopes=[API_SCOPE]
         )
         db.session.commit()
@@ -49,7 +50,7 @@ def native_client(app) -> NativeClient:
 def other_client(app) -> NativeClient:
     """A second app of the same team."""
     with app.app_context():
-        client = client_registry.create(name="Other iOS", bundle_id=OTHER_BUNDLE_ID)
+        client = client_registry.create(db.session, name="Other iOS", bundle_id=OTHER_BUNDLE_ID)
         db.session.commit()
         return NativeClient(client.id, client.bundle_id)
 

@@ -23,7 +23,7 @@ BUNDLE = "com.example.demo.ios"
 @pytest.fixture
 def demo_client(live_server) -> str:
     with live_server.app.app_context():
-        client = client_registry.create(name="Demo iOS", bundle_id=BUNDLE)
+        client = client_registry.create(db.session, name="Demo iOS", bundle_id=BUNDLE)
         db.session.commit()
         return client.id
 

@@ -262,7 +262,7 @@ def test_rt09_upstream_revocation(app, client, native_client, native_session, wh
     sub = pyjwt.decode(native_session["access_token"], options={"verify_signature": False})["sub"]
     with app.app_context():
         if what == "family_revoked":
-            assert revoke_user_families(sub, "consent_revoked") == 1
+            assert revoke_user_families(db.session, sub, "consent_revoked") == 1
         elif what == "user_disabled":
             db.session.get(User, sub).disabled_at = now_utc()
         else:

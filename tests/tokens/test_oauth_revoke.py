@@ -171,12 +171,12 @@ def test_revoke_family_helpers(app, client, fake_apple, native_client, native_se
     sub = pyjwt.decode(second["access_token"], options={"verify_signature": False})["sub"]
     with app.app_context():
         family = db.session.get(TokenFamily, sid)
-        assert revoke_family(family, "dashboard") is True
+        assert revoke_family(db.session, family, "dashboard") is True
         assert family.revoked_at is not None and family.revoked_reason == "dashboard"
-        assert revoke_family(family, "dashboard") is False
+        assert revoke_family(db.session, family, "dashboard") is False
         db.session.commit()
-        assert revoke_user_families(sub, "sign_out_everywhere") == 1
-        assert revoke_user_families(sub, "sign_out_everywhere") == 0
+        assert revoke_user_families(db.session, sub, "sign_out_everywhere") == 1
+        assert revoke_user_families(db.session, sub, "sign_out_everywhere") == 0
         db.session.commit()
     assert not family_alive(client, native_client, native_session)
     assert not family_alive(client, native_client, second)

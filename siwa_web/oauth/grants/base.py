@@ -2,45 +2,39 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 from typing import Any
 from typing import ClassVar
+from typing import Protocol
 
-from ...models import User
+from ...infra.crypto import TokenCipher
 from .. import clients
 from .. import scopes as scope_rules
 from .. import tokens
+from ..collaborators import AuditLog
+from ..collaborators import DbSession
+from ..collaborators import UserDirectory
+from ..config import TokenSettings
 from ..errors import InvalidClientError
 from ..errors import OAuth2Error
 from ..errors import UnauthorizedClientError
+from ..keys import KeyRing
+from ..profile import Profile
 from ..requests import TokenRequest
-
-if TYPE_CHECKING:
-    from ..server import AuthorizationServer
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
-@dataclass(frozen=True)
-class Grantee:
-    """What the response needs about the user, captured before commit expires the ORM rows."""
+class GrantContext(Protocol):
+    """What a grant uses of the server that runs it (the server satisfies it; so can a test)."""
 
-    id: str
-    email: str | None
-    email_verified: bool
-    first_name: str | None
-    last_name: str | None
-
-    @classmethod
-    def of(cls, user: User) -> Grantee:
-        return cls(user.id, user.email, bool(user.email_verified), user.first_name, user.last_name)
-
-    def profile_claims(self, scopes: tuple[str, ...]) -> dict[str, Any]:
-        """OIDC standard claims for the granted scopes (Core §5.4)."""
-        return scope_rules.profile_claims(
-            scopes, email=self.email, email_verified=self.email_verified,
-            first_name=self.first_name, last_name=self.last_name)
+    settings: TokenSettings
+    session: DbSession
+    audit: AuditLog
+    users: UserDirectory
+    keys: KeyRing
+    cipher: TokenCipher
+    apple_client: Callable[[], Any]
 
 
 class BaseGrant:
@@ -55,10 +49,12 @@ class BaseGrant:
     #: Spellings seen in the wild that should get a helpful unsupported_grant_type.
     MISSPELLINGS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, server: AuthorizationServer, request: TokenRequest) -> None:
+    def __init__(self, server: GrantContext, request: TokenRequest) -> None:
         self.server = server
         self.settings = server.settings
         self.request = request
+        self.session = server.session
+        self.audit = server.audit
         self.client: clients.ActiveClient | None = None
         self.user_id: str | None = None  # for the audit trail once known
 
@@ -78,7 +74,7 @@ class BaseGrant:
     def _validate_client(self) -> clients.ActiveClient:
         """:raises InvalidClientError: unless client_id names an enabled client."""
         client_id = self.request.client_id
-        client = clients.get_active(client_id)
+        client = clients.get_active(self.session, client_id)
         if client is None:
             raise self._no_such_client(client_id)
         return client
@@ -99,7 +95,7 @@ class BaseGrant:
     def _token_body(
         self,
         *,
-        grantee: Grantee,
+        profile: Profile,
         audience: str,
         scopes: tuple[str, ...],
         family_id: str,
@@ -112,7 +108,7 @@ class BaseGrant:
         ring, settings, now = self.server.keys, self.settings, int(time.time())
         scope = scope_rules.join(scopes)
         access = tokens.issue_access_token(
-            ring, settings, user_id=grantee.id, client_id=self.client.id, audience=audience,
+            ring, settings, user_id=profile.user_id, client_id=self.client.id, audience=audience,
             scope=scope, family_id=family_id, auth_time=auth_time, now=now,
         )
         body: dict[str, Any] = {
@@ -123,8 +119,9 @@ class BaseGrant:
         }
         if scope_rules.OPENID in scopes:
             body["id_token"] = tokens.issue_id_token(
-                ring, settings, user_id=grantee.id, client_id=self.client.id, auth_time=auth_time,
-                family_id=family_id, profile=grantee.profile_claims(scopes), nonce=nonce, now=now,
+                ring, settings, user_id=profile.user_id, client_id=self.client.id,
+                auth_time=auth_time, family_id=family_id, profile=profile.claims(scopes),
+                nonce=nonce, now=now,
             )
         if refresh_token is not None:
             body["refresh_token"] = refresh_token

@@ -10,16 +10,14 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from ...infra.extensions import db
-from ...users import audit
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules
 from ..errors import InvalidClientError
 from ..errors import InvalidGrantError
 from ..errors import InvalidRequestError
+from ..profile import Profile
 from .base import BaseGrant
-from .base import Grantee
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class RefreshTokenGrant(BaseGrant):
             raise InvalidRequestError("refresh_token is required.", reason="refresh_token_missing")
         requested = self.request.get("scope")
         self.requested_scopes = None if requested is None else scope_rules.parse(requested)
-        self.row = refresh.find_presented(value)
+        self.row = refresh.find_presented(self.session, value)
         self.client = self._validate_refresh_client(self.row)
         if self.row is None:
             raise InvalidGrantError(reason="refresh_token_unknown")
@@ -64,7 +62,7 @@ class RefreshTokenGrant(BaseGrant):
             if row.client_disabled_at is None:
                 return ClientRef(row.client_id)
             raise InvalidClientError(reason="client_disabled")
-        client = clients.get_active(client_id)
+        client = clients.get_active(self.session, client_id)
         if client is None:
             raise self._no_such_client(client_id)
         return client
@@ -73,29 +71,29 @@ class RefreshTokenGrant(BaseGrant):
         assert self.client is not None
         try:
             rotation = refresh.rotate(
-                self.settings, self.row, self.server.cipher,
+                self.session, self.settings, self.row, self.server.cipher,
                 ip=self.request.ip, user_agent=self.request.user_agent,
             )
         except refresh.ReuseDetected as exc:
-            audit.record(
+            self.audit.record(
                 "refresh_token_reuse_detected", "failure", user_id=self.user_id,
                 client_id=self.client.id, reason="family_revoked",
                 details={"family_id": exc.family_id},
             )
-            db.session.commit()
+            self.session.commit()
             raise InvalidGrantError(reason=exc.reason) from exc
         except refresh.RefreshError as exc:
             raise InvalidGrantError(reason=exc.reason) from exc
         row = self.row
-        audit.record_now(
+        self.audit.record_now(
             self.AUDIT_EVENT, user_id=row.user_id, client_id=self.client.id,
             reason="grace_retry" if rotation.grace_retry else None,
             details={"family_id": row.family_id, "scope": scope_rules.join(self.scopes)},
         )
-        db.session.commit()
-        grantee = Grantee(row.user_id, row.email, bool(row.email_verified), row.first_name,
+        self.session.commit()
+        profile = Profile(row.user_id, row.email, bool(row.email_verified), row.first_name,
                           row.last_name)
         return self._token_body(
-            grantee=grantee, audience=row.audience, scopes=self.scopes, family_id=row.family_id,
+            profile=profile, audience=row.audience, scopes=self.scopes, family_id=row.family_id,
             auth_time=int(row.family_created_at.timestamp()), refresh_token=rotation.refresh_token,
         )

@@ -16,27 +16,27 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ...apple.claims import NAME_MAX
+from ...apple.claims import Name
 from ...apple.errors import AppleError
 from ...apple.errors import AppleMisconfigured
 from ...apple.errors import AppleRejected
 from ...apple.errors import AppleUnavailable
 from ...apple.errors import InvalidIdentityToken
 from ...infra.crypto import fingerprint
-from ...infra.extensions import db
-from ...users import accounts
-from ...users import audit
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules
+from ..collaborators import AccountDisabled
 from ..errors import InvalidGrantError
 from ..errors import InvalidRequestError
 from ..errors import InvalidTargetError
 from ..errors import ServerError
 from ..errors import TemporarilyUnavailableError
 from ..errors import is_safe_description
+from ..profile import Profile
 from .base import ACCESS_TOKEN_TYPE
 from .base import BaseGrant
-from .base import Grantee
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class TokenExchangeGrant(BaseGrant):
         )
         return requested
 
-    def _validate_user_profile(self) -> accounts.Name | None:
+    def _validate_user_profile(self) -> Name | None:
         """Parse `{"name": {"firstName": ..., "lastName": ...}}`; other members are ignored."""
         raw = self.request.get("user_profile")
         if raw is None:
@@ -139,15 +139,15 @@ class TokenExchangeGrant(BaseGrant):
             return None
         if not isinstance(name, dict) or any(
             name.get(part) is not None
-            and (not isinstance(name[part], str) or len(name[part]) > accounts.NAME_MAX)
+            and (not isinstance(name[part], str) or len(name[part]) > NAME_MAX)
             for part in ("firstName", "lastName")
         ):
             raise InvalidRequestError(
                 "user_profile.name must hold firstName and lastName strings of at most "
-                f"{accounts.NAME_MAX} characters.",
+                f"{NAME_MAX} characters.",
                 reason="user_profile_name_invalid",
             )
-        return accounts.Name.from_apple(data)
+        return Name.from_apple(data)
 
     def _validate_nonce(self) -> str | None:
         nonce = self.request.get("nonce")
@@ -161,11 +161,11 @@ class TokenExchangeGrant(BaseGrant):
         assert self.client is not None
         # End the validation reads first: no pooled connection (or, on PostgreSQL, open
         # transaction) is held while Apple answers, which may take a while.
-        db.session.commit()
+        self.session.commit()
         apple_tokens, claims = self._redeem_code()
-        grantee, family_id, auth_time, refresh_token = self._sign_in(apple_tokens, claims)
+        profile, family_id, auth_time, refresh_token = self._sign_in(apple_tokens, claims)
         body = self._token_body(
-            grantee=grantee, audience=self.audience, scopes=self.scopes, family_id=family_id,
+            profile=profile, audience=self.audience, scopes=self.scopes, family_id=family_id,
             auth_time=auth_time, refresh_token=refresh_token, nonce=self.nonce,
         )
         return {"issued_token_type": ACCESS_TOKEN_TYPE, **body}
@@ -210,41 +210,41 @@ class TokenExchangeGrant(BaseGrant):
                                     reason="nonce_unexpected")
         return apple_tokens, claims
 
-    def _sign_in(self, apple_tokens, claims) -> tuple[Grantee, str, int, str | None]:
+    def _sign_in(self, apple_tokens, claims) -> tuple[Profile, str, int, str | None]:
         """One transaction: user, identity, Apple refresh token, family, refresh token, audit."""
         for attempt in range(1, SIGN_IN_ATTEMPTS + 1):
             try:
                 return self._sign_in_once(apple_tokens, claims)
             except IntegrityError:
                 # A concurrent first sign-in of the same Apple ID won a unique index: re-read.
-                db.session.rollback()
+                self.session.rollback()
                 if attempt == SIGN_IN_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _sign_in_once(self, apple_tokens, claims) -> tuple[Grantee, str, int, str | None]:
+    def _sign_in_once(self, apple_tokens, claims) -> tuple[Profile, str, int, str | None]:
         assert self.client is not None
         try:
-            user, identity, created = accounts.sign_in(
+            user, identity, created = self.server.users.sign_in(
                 claims, apple_client_id=self.client.bundle_id,
                 apple_refresh_token=apple_tokens.refresh_token, name=self.name,
             )
-        except accounts.AccountDisabled as exc:
+        except AccountDisabled as exc:
             raise InvalidGrantError("This account is disabled.", reason="user_disabled") from exc
         self.user_id = user.id
         offline = scope_rules.OFFLINE_ACCESS in self.scopes
         scope = scope_rules.join(self.scopes)
         family = refresh.start_family(
-            self.settings, user_id=user.id, client_id=self.client.id, identity_id=identity.id,
-            scope=scope, audience=self.audience, offline=offline,
+            self.session, self.settings, user_id=user.id, client_id=self.client.id,
+            identity_id=identity.id, scope=scope, audience=self.audience, offline=offline,
             ip=self.request.ip, user_agent=self.request.user_agent,
         )
-        audit.record_now(
+        self.audit.record_now(
             self.AUDIT_EVENT, user_id=user.id, client_id=self.client.id,
             details={"family_id": family.id, "new_user": created, "scope": scope,
                      "audience": self.audience, "apple_sub_fp": fingerprint(claims.sub)},
         )
-        grantee = Grantee.of(user)
+        profile = Profile.of(user)
         auth_time = int(family.created_at.timestamp())
-        db.session.commit()
-        return grantee, family.id, auth_time, family.refresh_token
+        self.session.commit()
+        return profile, family.id, auth_time, family.refresh_token
