@@ -129,7 +129,9 @@ def _check_rate_limits(cfg: dict) -> None:
     if strategy not in STRATEGIES:
         raise ConfigError("RATELIMIT_STRATEGY", f"must be one of {', '.join(sorted(STRATEGIES))}"
                           f", got {strategy!r}")
-    if str(cfg.get("RATELIMIT_STORAGE_URI")).startswith("memory:") and strategy != "fixed-window":
+    uri = str(cfg.get("RATELIMIT_STORAGE_URI") or "memory://")
+    in_process = uri.startswith(("memory:", "siwa-memory:"))
+    if in_process and strategy != "fixed-window":
         raise ConfigError("RATELIMIT_STRATEGY", f"{strategy!r} needs a shared store such as "
                           "redis://; the memory:// store counts fixed windows only")
 

@@ -73,7 +73,8 @@ LIVENESS_CACHE_SECONDS = 30
 DEFAULT_AUDIENCE = None  # default: <ISSUER>/api
 SIGNING_ALG = "ES256"  # after changing it, run `flask keys rotate`
 SIGNING_KEY_CACHE_SECONDS = 5  # each worker re-reads the published key list at most this often
-RATELIMIT_STORAGE_URI = "memory://"  # per process (siwa_web/ratelimit_store.py); Redis to share
+# memory:// counts per process (siwa_web/infra/ratelimit_store.py); Redis shares one count
+RATELIMIT_STORAGE_URI = "memory://"
 # A failing limiter store (Redis down, say) is logged
 # and the request proceeds: rate limiting protects sign-in, it must not take it down.
 RATELIMIT_SWALLOW_ERRORS = True

@@ -9,7 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
 from ..models.base import Base
-from . import ratelimit_store  # noqa: F401  (registers siwa-web's store for memory://)
+from . import ratelimit_store  # noqa: F401  (registers siwa-web's store as siwa-memory://)
 
 # A request's session only holds what that request read or wrote, so nothing needs reloading
 # after its commit; expiring would cost a SELECT per object touched afterwards (hot paths

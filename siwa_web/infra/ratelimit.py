@@ -6,10 +6,23 @@ from functools import partial
 from flask import Flask
 
 from .extensions import limiter
+from .ratelimit_store import local_uri
+
+STORAGE_URI = "RATELIMIT_STORAGE_URI"
 
 
 def init_app(app: Flask) -> None:
-    limiter.init_app(app)
+    """Bind the limiter; `memory://` (the default) counts in siwa-web's own `siwa-memory://` store.
+
+    The setting is handed to Flask-Limiter mapped and then put back as it was, so the config
+    still shows what was configured.
+    """
+    configured = app.config.get(STORAGE_URI)
+    app.config[STORAGE_URI] = local_uri(configured)
+    try:
+        limiter.init_app(app)
+    finally:
+        app.config[STORAGE_URI] = configured
     _limit_only_decorated_routes(app)
 
 

@@ -1,4 +1,4 @@
-"""The `memory://` rate-limit store: fixed-window counters in this process, swept by their callers.
+"""siwa-web's in-process rate-limit store: fixed-window counters swept by their callers.
 
 `limits` 5.8's own memory store starts a `threading.Timer` that lives 10 ms, and every counted
 request starts a new one once the last has ended. Under load that was a thread started about
@@ -8,10 +8,12 @@ counters also share no lock with that timer's sweep. Here one lock guards every 
 request that finds the last sweep older than `SWEEP_SECONDS` drops expired keys itself; no
 thread is ever started.
 
-Registering under the `memory` scheme replaces `limits`' class for `memory://` in this process,
-so `RATELIMIT_STORAGE_URI = "memory://"` (the default) means this store. It supports the
-fixed-window strategy, Flask-Limiter's default and the only one siwa-web uses; asking for
-another strategy fails at start-up in `limits` with a message naming the strategy.
+The store registers under a scheme of its own, `siwa-memory://`, so importing siwa_web leaves
+`limits`' `memory://` alone for any other code in the process. siwa-web's limiter maps the
+documented `RATELIMIT_STORAGE_URI = "memory://"` (the default) to this scheme when it is bound
+(`local_uri`, used by `siwa_web.infra.ratelimit`). It supports the fixed-window strategy,
+Flask-Limiter's default and the only one siwa-web uses; asking for another strategy fails at
+start-up in `limits` with a message naming the strategy.
 """
 from __future__ import annotations
 
@@ -22,12 +24,24 @@ from typing import Any
 from limits.storage import Storage
 
 SWEEP_SECONDS = 1.0
+SCHEME = "siwa-memory"
+
+
+def local_uri(uri: str | None) -> str | None:
+    """The storage URI siwa-web's limiter uses for `uri`: `memory://` (or none) means this store.
+
+    Any other URI (`redis://…`, or `siwa-memory://` itself) is returned unchanged.
+    """
+    if not uri:
+        return f"{SCHEME}://"
+    scheme, sep, rest = str(uri).partition("://")
+    return f"{SCHEME}{sep}{rest}" if sep and scheme == "memory" else uri
 
 
 class LocalMemoryStorage(Storage):
     """Counters keyed by limit and caller; each lives until its window ends."""
 
-    STORAGE_SCHEME = ["memory"]
+    STORAGE_SCHEME = [SCHEME]
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
                  **options: Any) -> None:

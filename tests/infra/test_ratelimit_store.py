@@ -1,10 +1,11 @@
-"""The per-process `memory://` rate-limit store: exact counts under threads, windows, no timers."""
+"""The per-process rate-limit store (`siwa-memory://`): exact counts, windows, no timer threads."""
 from __future__ import annotations
 
 import threading
 
 import pytest
 from limits import parse
+from limits.storage import MemoryStorage
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from limits.strategies import MovingWindowRateLimiter
@@ -33,16 +34,46 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def store():
-    return LocalMemoryStorage("memory://")
+    return LocalMemoryStorage("siwa-memory://")
 
 
-def test_memory_scheme_is_this_store():
-    assert isinstance(storage_from_string("memory://"), LocalMemoryStorage)
+def test_own_scheme_is_this_store():
+    assert isinstance(storage_from_string("siwa-memory://"), LocalMemoryStorage)
 
 
-def test_app_limiter_uses_it(app):
-    with app.app_context():
-        assert isinstance(limiter.storage, LocalMemoryStorage)
+def test_importing_siwa_web_leaves_limits_memory_scheme_alone():
+    import siwa_web  # noqa: F401  (imported already; the point is that it has been)
+
+    store = storage_from_string("memory://")
+    assert type(store) is MemoryStorage
+    timer = getattr(store, "timer", None)  # limits 5.8 starts a 10 ms timer thread: let it end
+    if timer is not None:
+        timer.join()
+
+
+def test_app_limiter_uses_it_for_the_default_memory_setting(app):
+    assert app.config["RATELIMIT_STORAGE_URI"] == "memory://"  # the setting, as configured
+    assert isinstance(limiter.storage, LocalMemoryStorage)
+
+
+@pytest.mark.parametrize("uri", ["memory://", "siwa-memory://", "", None])
+def test_every_in_process_setting_means_this_store(app_config, uri):
+    from siwa_web import create_app
+
+    app = create_app(dict(app_config, RATELIMIT_STORAGE_URI=uri))
+    assert app.config["RATELIMIT_STORAGE_URI"] == uri
+    assert isinstance(limiter.storage, LocalMemoryStorage)
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("memory://", "siwa-memory://"),
+    (None, "siwa-memory://"),
+    ("siwa-memory://", "siwa-memory://"),
+    ("redis://cache:6379/0", "redis://cache:6379/0"),
+    ("memcached://memory:11211", "memcached://memory:11211"),
+])
+def test_local_uri(uri, expected):
+    assert ratelimit_store.local_uri(uri) == expected
 
 
 def test_counts_within_a_window_then_starts_again(store, clock):

@@ -14,7 +14,7 @@ from support.tokens import assert_oauth_error
 
 @pytest.fixture
 def store():
-    return LocalMemoryStorage("memory://")
+    return LocalMemoryStorage("siwa-memory://")
 
 
 class BrokenStore(LocalMemoryStorage):
