@@ -21,8 +21,6 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool
-from urllib3.connectionpool import HTTPSConnectionPool
 
 _IDLE_SINCE = "_siwa_idle_since"
 
@@ -46,19 +44,42 @@ class _IdleLimit:
 
 
 class IdleLimitAdapter(HTTPAdapter):
-    """An HTTPAdapter whose pools never reuse a connection idle for `idle_seconds` or more."""
+    """An HTTPAdapter whose pools never reuse a connection idle for `idle_seconds` or more.
+
+    That holds for the pools of every proxy it uses too: a keep-alive connection to a proxy
+    is closed by the proxy's own idle timeout just the same.
+    """
 
     def __init__(self, idle_seconds: float, **kwargs: Any) -> None:
-        attrs = {"idle_seconds": idle_seconds}
-        self._pool_classes = {
-            "http": type("IdleLimitHTTPPool", (_IdleLimit, HTTPConnectionPool), attrs),
-            "https": type("IdleLimitHTTPSPool", (_IdleLimit, HTTPSConnectionPool), attrs),
-        }
+        self.idle_seconds = idle_seconds
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        self._limited: dict[type, type] = {}
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+        self._limit(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        made = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if made:
+            self._limit(manager)
+        return manager
+
+    def _limit(self, manager: Any) -> None:
+        """Give a (proxy) pool manager's pools the idle limit, whatever pool classes it has."""
+        manager.pool_classes_by_scheme = {
+            scheme: self._limited_class(cls)
+            for scheme, cls in manager.pool_classes_by_scheme.items()
+        }
+
+    def _limited_class(self, cls: type) -> type:
+        if issubclass(cls, _IdleLimit):
+            return cls
+        if cls not in self._limited:
+            self._limited[cls] = type("IdleLimit" + cls.__name__, (_IdleLimit, cls),
+                                      {"idle_seconds": self.idle_seconds})
+        return self._limited[cls]
 
 
 def session(

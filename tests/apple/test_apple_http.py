@@ -93,6 +93,28 @@ def test_the_environments_proxy_is_used(server, monkeypatch):
     assert proxy.paths == [APPLE + "/auth/token"]
 
 
+def test_a_proxys_connections_get_the_limit_too(server, monkeypatch):
+    proxy = server
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s = http.session(idle_seconds=0.5, base_url=APPLE)
+    for pause in (0, 0, 0.6):
+        time.sleep(pause)
+        assert s.post(APPLE + "/auth/token", data={"a": "b"}, timeout=5).status_code == 200
+    assert proxy.paths == [APPLE + "/auth/token"] * 3
+    assert proxy.ports[0] == proxy.ports[1] != proxy.ports[2]  # reused while busy, not once idle
+
+
+def test_tunnelled_https_pools_get_the_limit_too():
+    adapter = http.session(idle_seconds=0.7).get_adapter("https://appleid.apple.com")
+    manager = adapter.proxy_manager_for("http://proxy.internal:3128")
+    pool = manager.connection_from_url("https://appleid.apple.com/auth/token")
+    assert pool.idle_seconds == 0.7
+    assert pool.scheme == "https" and pool.proxy is not None
+    assert adapter.proxy_manager_for("http://proxy.internal:3128") is manager
+
+
 def test_no_proxy_for_apple_is_honoured(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "appleid.apple.com")
