@@ -25,6 +25,16 @@ from requests.adapters import HTTPAdapter
 _IDLE_SINCE = "_siwa_idle_since"
 
 
+# Private urllib3 hooks, on purpose: urllib3 has no idle timeout and no public hook for when a
+# connection goes back into a pool or comes out of it. So the limit overrides the pools'
+# `_get_conn(timeout=None)` and `_put_conn(conn)` (alike in urllib3 1.26 and 2.x; requests>=2.32.3
+# accepts urllib3>=1.21.1) and installs those pools through each pool manager's
+# `pool_classes_by_scheme`. The nearest public route, a connection class whose `is_connected`
+# (what a pool asks before reusing a connection) turns False once idle, does not exist before
+# urllib3 2.0, still needs the same pool-class swap to bring its connections in, and could only
+# count idle time from the response headers, not from the connection's return to the pool.
+# tests/apple/test_apple_http.py pins these hooks: an urllib3 that renames or stops calling them
+# fails there instead of silently reusing idle connections.
 class _IdleLimit:
     """Mixed into urllib3's pools: stamp a connection when it comes back, check it on reuse."""
 

@@ -1,12 +1,18 @@
 """The Apple HTTP session reuses keep-alive connections, but never one that sat idle too long."""
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 
 import pytest
+import urllib3
+from urllib3 import PoolManager
+from urllib3 import ProxyManager
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.connectionpool import HTTPSConnectionPool
 
 from siwa_web.apple import http
 from siwa_web.apple.client import AppleClient
@@ -146,3 +152,61 @@ def test_the_apple_client_fixes_its_environment(apple_private_key_pem, monkeypat
     session = AppleClient(settings).session
     assert not session.trust_env
     assert session.proxies["https"] == "http://proxy.internal:3128"
+
+
+# --- the private urllib3 hooks the idle limit overrides (why: the comment in apple/http.py) -----
+
+
+def _changed(what: str) -> str:
+    return (f"urllib3 {urllib3.__version__} changed {what}, which siwa_web/apple/http.py "
+            "overrides to close pooled connections to Apple idle for APPLE_HTTP_IDLE_SECONDS: "
+            "redo that idle limit for this urllib3 (see the comment in apple/http.py)")
+
+
+@pytest.mark.parametrize("pool_class", [HTTPConnectionPool, HTTPSConnectionPool])
+@pytest.mark.parametrize("name, parameters", [("_get_conn", ["self", "timeout"]),
+                                              ("_put_conn", ["self", "conn"])])
+def test_urllib3_pools_still_have_the_hooks(pool_class, name, parameters):
+    method = getattr(pool_class, name, None)
+    assert callable(method), _changed(f"{pool_class.__name__}.{name} (it is gone)")
+    signature = inspect.signature(method)
+    assert list(signature.parameters) == parameters, \
+        _changed(f"{pool_class.__name__}.{name}{signature}")
+    if name == "_get_conn":
+        assert signature.parameters["timeout"].default is None, \
+            _changed(f"{pool_class.__name__}.{name}{signature}")
+
+
+@pytest.mark.parametrize("manager", [PoolManager, lambda: ProxyManager("http://proxy.test:3128")],
+                         ids=["PoolManager", "ProxyManager"])
+def test_urllib3_pool_managers_still_take_pool_classes_by_scheme(manager):
+    manager = manager()
+    classes = getattr(manager, "pool_classes_by_scheme", None)
+    assert classes == {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}, \
+        _changed(f"{type(manager).__name__}.pool_classes_by_scheme (now {classes!r})")
+    mine = type("Mine", (HTTPSConnectionPool,), {})
+    manager.pool_classes_by_scheme = {**classes, "https": mine}
+    assert type(manager.connection_from_url("https://appleid.apple.com/auth/token")) is mine, \
+        _changed(f"how {type(manager).__name__} picks its pool class (not pool_classes_by_scheme)")
+
+
+def test_urllib3_still_takes_and_returns_connections_through_the_hooks(server, monkeypatch):
+    s = http.session(idle_seconds=5)
+    pool_class = type(s.get_adapter(url(server)).poolmanager.connection_from_url(url(server)))
+    calls = []
+
+    def spy(name):
+        hook = getattr(pool_class, name)
+
+        def called(pool, *args, **kwargs):
+            calls.append((name, args[0] is not None if name == "_put_conn" else None))
+            return hook(pool, *args, **kwargs)
+        return called
+
+    for name in ("_get_conn", "_put_conn"):
+        monkeypatch.setattr(pool_class, name, spy(name))
+    for _ in range(2):
+        assert s.post(url(server), data={"a": "b"}, timeout=5).status_code == 200
+    assert calls == [("_get_conn", None), ("_put_conn", True)] * 2, \
+        _changed(f"when pools call _get_conn/_put_conn (a request made these calls: {calls})")
+    assert len(set(server.ports)) == 1
