@@ -10,7 +10,9 @@ import re
 
 # RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (printable ASCII but `"` and `\`).
 _SAFE_DESCRIPTION = re.compile(r'^[\x20\x21\x23-\x5b\x5d-\x7e]*$')
-REALM = "siwa-web"
+# An HTTP auth-scheme is a token (here at most 32 characters).
+_AUTH_SCHEME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")
+REALM = "siwa-web"  # of every challenge we send, Basic (token endpoints) and Bearer (our APIs)
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
@@ -59,14 +61,28 @@ class InvalidRequestError(OAuth2Error):
 class InvalidClientError(OAuth2Error):
     """Client authentication failed: unknown, missing or disabled client_id.
 
-    Answered with 401 (RFC 6749 §5.2 allows it); our clients are public and never use the
-    Authorization header, so no challenge is sent.
+    Answered with 401, so with the `WWW-Authenticate` challenge every 401 must carry: in the
+    scheme of the request's Authorization header when it sent one (the endpoint's view calls
+    `use_scheme_of`), else Basic, the scheme web clients will use.
     https://datatracker.ietf.org/doc/html/rfc6749#section-5.2
     """
 
     error = "invalid_client"
     description = "Unknown or disabled client."
     status_code = 401
+    scheme = "Basic"
+
+    def use_scheme_of(self, authorization: str | None) -> None:
+        """Challenge in the auth-scheme of this Authorization header value (Basic if none)."""
+        words = (authorization or "").split(None, 1)
+        scheme = words[0] if words else ""
+        if _AUTH_SCHEME.match(scheme) and scheme.lower() != "basic":
+            self.scheme = scheme
+        else:
+            self.scheme = "Basic"
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("WWW-Authenticate", f'{self.scheme} realm="{REALM}"')]
 
 
 class InvalidGrantError(OAuth2Error):

@@ -1,7 +1,9 @@
 """Blueprint `oauth`: the token and revocation endpoints, our JWKS and discovery document."""
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
@@ -17,6 +19,7 @@ from ..infra.extensions import limiter
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json
 from ..oauth import scopes
+from ..oauth.errors import InvalidClientError
 from ..oauth.errors import InvalidRequestError
 from ..oauth.errors import TemporarilyUnavailableError
 from ..oauth.errors import TooManyRequestsError
@@ -125,10 +128,27 @@ def _limit_per_client() -> None:
         _limit("RATELIMIT_TOKEN_PER_CLIENT", "oauth-client", client)
 
 
+# --- client authentication -----------------------------------------------------------------------
+
+
+def _challenge_in_the_clients_scheme(view: Callable[[], ResponseReturnValue]
+                                     ) -> Callable[[], ResponseReturnValue]:
+    """invalid_client's 401 challenges in the scheme of the request's Authorization header."""
+    @functools.wraps(view)
+    def wrapper() -> ResponseReturnValue:
+        try:
+            return view()
+        except InvalidClientError as error:
+            error.use_scheme_of(request.headers.get("Authorization"))
+            raise
+    return wrapper
+
+
 # --- endpoints -----------------------------------------------------------------------------------
 
 
 @bp.post("/oauth/token")
+@_challenge_in_the_clients_scheme
 def token() -> ResponseReturnValue:
     """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
     _limit_per_ip()
@@ -138,6 +158,7 @@ def token() -> ResponseReturnValue:
 
 
 @bp.post("/oauth/revoke")
+@_challenge_in_the_clients_scheme
 def revoke() -> ResponseReturnValue:
     """Revoke a refresh or access token (RFC 7009): 200 with an empty body."""
     _limit_per_ip()

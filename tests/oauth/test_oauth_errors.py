@@ -47,6 +47,25 @@ def test_bearer_challenges():
     assert 'error="insufficient_scope"' in challenge and 'scope="openid"' in challenge
 
 
+def test_invalid_client_challenges_basic():
+    headers = errors.InvalidClientError().get_headers()
+    assert dict(headers)["WWW-Authenticate"] == 'Basic realm="siwa-web"'
+    assert [name for name, _ in headers].count("WWW-Authenticate") == 1
+
+
+@pytest.mark.parametrize("authorization, scheme", [
+    (None, "Basic"), ("", "Basic"), ("   ", "Basic"),
+    ("Basic Y2xpOg==", "Basic"), ("bASIC Y2xpOg==", "Basic"), ("Basic", "Basic"),
+    ("Bearer abc", "Bearer"), ("DPoP abc", "DPoP"), ("  Bearer abc", "Bearer"),
+    ('"Bearer" abc', "Basic"), ("Bear\u00e9r abc", "Basic"), ("x" * 33 + " abc", "Basic"),
+    ("a,b abc", "Basic"),
+])
+def test_invalid_client_challenges_in_the_clients_scheme(authorization, scheme):
+    error = errors.InvalidClientError()
+    error.use_scheme_of(authorization)
+    assert dict(error.get_headers())["WWW-Authenticate"] == f'{scheme} realm="siwa-web"'
+
+
 def test_retry_after():
     assert dict(errors.TemporarilyUnavailableError().get_headers())["Retry-After"] == "5"
     assert dict(errors.TooManyRequestsError(retry_after=0).get_headers())["Retry-After"] == "1"
@@ -60,6 +79,18 @@ def test_error_handler_renders_json(app):
     assert response.status_code == 401
     assert response.get_json() == errors.InvalidTokenError().get_body()
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_error_handler_renders_the_client_challenge(app):
+    from siwa_web.tokens.service import render_error
+
+    with app.test_request_context():
+        response = render_error(errors.InvalidClientError())
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "invalid_client",
+                                   "error_description": "Unknown or disabled client."}
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="siwa-web"'
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 @pytest.mark.parametrize("value", ["a b", "openid", "read:things write:things"])

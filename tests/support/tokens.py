@@ -155,6 +155,8 @@ def assert_oauth_error(response, status: int, error: str | None) -> dict[str, An
     assert set(description) <= _SAFE
     assert response.headers["Cache-Control"] == "no-store"
     assert "Set-Cookie" not in response.headers
+    if status == 401:  # every 401 carries a challenge
+        assert response.headers.get("WWW-Authenticate"), response.headers
     return body
 
 
