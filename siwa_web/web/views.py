@@ -17,19 +17,13 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required
-from sqlalchemy.exc import OperationalError
 
-from ..apple.errors import AppleMisconfigured
-from ..apple.errors import AppleRejected
-from ..apple.errors import AppleUnavailable
-from ..apple.errors import InvalidIdentityToken
 from ..infra.apple_client import apple_client
 from ..infra.extensions import csrf
 from ..infra.extensions import db
 from ..infra.extensions import limiter
 from ..users import audit
-from ..users.accounts import AccountDisabled
-from ..users.accounts import IdentityTaken
+from . import failures
 from . import login_tx
 from . import sessions
 from . import signin
@@ -111,23 +105,19 @@ def callback() -> ResponseReturnValue:
     try:
         tx = login_tx.consume(form.get("state"))
     except login_tx.StateError as exc:
-        return _fail(400, "This sign-in attempt is no longer valid",
-                     "It may have expired, been used already, or been started in another "
-                     "browser. Nothing was changed.", exc.reason)
+        return _failed(exc)
     if form.get("error"):
         return _cancelled(form.get("error", ""))
     code = form.get("code", "")
     if not CODE_RE.match(code) or not form.get("id_token"):
-        return _fail(400, "Apple's answer was incomplete",
-                     "The sign-in code or identity token was missing. Nothing was changed.",
-                     "missing code or id_token")
+        return _failed(failures.IncompleteAnswer())
     name = signin.parse_user_json(form.get("user"))
     user = current_user._get_current_object() if current_user.is_authenticated else None
     try:
         outcome = signin.complete(tx, code, form["id_token"], name, user)
-    except Exception as exc:  # noqa: BLE001 - every failure gets a page, a ref and a log line
+    except failures.KNOWN as exc:  # anything else is a bug: the crash page and a traceback
         db.session.rollback()
-        return _callback_error(exc)
+        return _failed(exc)
     return _finished(tx, outcome)
 
 
@@ -156,46 +146,15 @@ def _cancelled(error: str) -> ResponseReturnValue:
     return resp
 
 
-def _callback_error(exc: Exception) -> ResponseReturnValue:
-    """Map each failure to a status and a page that says what happened and what to do."""
-    if isinstance(exc, AppleUnavailable):
-        return _fail(503, "Apple is not answering right now",
-                     "We could not reach Apple to finish signing you in. Nothing was changed.",
-                     "apple unavailable", action="Wait a minute, then start again.",
-                     headers={"Retry-After": "30"})
-    if isinstance(exc, AppleMisconfigured):
-        log.error("Apple rejected our client credentials (invalid_client): check "
-                  "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
-                  "SIWA_APPLE_SERVICES_ID")
-        return _fail(500, "Sign in with Apple is misconfigured",
-                     "Apple did not accept this site's credentials. Nothing was changed.",
-                     "apple invalid_client", action="Please tell the site operator.")
-    if isinstance(exc, AppleRejected):
-        return _fail(400, "Apple did not accept this sign-in",
-                     "The sign-in code was expired or already used. Nothing was changed.",
-                     f"apple {exc.error}")
-    if isinstance(exc, (InvalidIdentityToken, signin.SubjectMismatch)):
-        reason = getattr(exc, "reason", "front/back subject mismatch")
-        return _fail(400, "Apple's answer could not be verified",
-                     "The identity token did not pass our checks. Nothing was changed.", reason)
-    if isinstance(exc, IdentityTaken):
-        return _fail(409, "That Apple ID belongs to another account",
-                     "It is already linked to a different siwa-web account, so it was not "
-                     "linked to this one.", "identity taken",
-                     action="Sign in with that Apple ID to manage the other account.")
-    if isinstance(exc, signin.WrongAccount):
-        return _fail(403, "That Apple ID is not linked to this account",
-                     "Please confirm with an Apple ID linked to the account you are signed "
-                     "in to.", "reauth with a foreign Apple ID")
-    if isinstance(exc, OperationalError):
-        log.error("database unavailable during sign-in: %s", type(exc.orig).__name__)
-        return _fail(503, "We could not finish signing you in",
-                     "Our database did not answer. Nothing was changed.", "database unavailable",
-                     action="Wait a minute, then start again.", headers={"Retry-After": "30"})
-    if isinstance(exc, AccountDisabled):
-        return _fail(403, "This account is disabled", "Signing in is not possible.",
-                     "account disabled")
-    raise exc
+def _failed(exc: Exception) -> ResponseReturnValue:
+    """Answer a failure from the table in `failures` with its page, log lines and audit record."""
+    failure = failures.failure_for(exc)
+    if failure is None:
+        raise exc
+    if failure.alert:
+        log.error(failure.alert, *failure.alert_args(exc))
+    return _fail(failure.status, failure.title, failure.message, failure.reason_for(exc),
+                 action=failure.action, headers=failure.headers())
 
 
 def _fail(status: int, title: str, message: str, reason: str,
