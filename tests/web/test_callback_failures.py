@@ -283,3 +283,20 @@ def test_linking_another_accounts_apple_id(app, fake_apple, caplog):
                                 "was not linked to this one.",
                         action="Sign in with that Apple ID to manage the other account.",
                         retry_after=None, reason="identity taken", signed_in=True)
+
+
+# --- the table itself ---------------------------------------------------------------------------
+
+
+def test_the_most_specific_row_wins_and_unknown_exceptions_have_none():
+    from siwa_web.web import failures
+
+    class StricterMisconfigured(AppleMisconfigured):
+        pass
+
+    assert failures.failure_for(AppleMisconfigured("invalid_client")).status == 500
+    assert failures.failure_for(StricterMisconfigured("invalid_client")).status == 500
+    assert failures.failure_for(AppleRejected("invalid_grant")).status == 400
+    assert failures.failure_for(RuntimeError("boom")) is None
+    assert failures.failure_for(IntegrityError("INSERT", {}, Exception("dup"))) is None
+    assert not {Exception, BaseException} & set(failures.KNOWN)
