@@ -11,17 +11,13 @@ def init_app(app: Flask) -> None:
     """Flask-WTF's CSRF check on every request, but GET/HEAD/OPTIONS leave at once.
 
     Its own hook looks up the view's exemption before it looks at the method — a few
-    microseconds on every API call — so it is removed. Ours asks the method first and then
-    runs the very same check (`protect(apply_exemptions=True)`), so `@csrf.exempt` keeps
-    working.
+    microseconds on every API call — so it is stood down through its documented setting
+    (`WTF_CSRF_CHECK_DEFAULT`; it then returns after two config reads). Ours asks the method
+    first and then runs the very same check (`protect(apply_exemptions=True)`), so
+    `@csrf.exempt` keeps working.
     """
-    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # read by Flask-WTF's own hook: stand it down
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
-    # ... and drop that hook, which would now return at once on every request.
-    app.before_request_funcs[None] = [
-        h for h in app.before_request_funcs.get(None, [])
-        if getattr(h, "__module__", "") != "flask_wtf.csrf"
-    ]
 
     @app.before_request
     def _csrf_protect() -> None:

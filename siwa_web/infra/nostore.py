@@ -6,7 +6,7 @@ from typing import Any
 from flask import Response
 from flask import current_app
 
-NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+from .security_headers import NO_STORE
 
 
 def no_store(response: Response) -> Response:

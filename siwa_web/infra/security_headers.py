@@ -1,17 +1,25 @@
-"""Security headers on every response of the app (not on the mounted emulator's pages)."""
+"""The headers siwa-web adds for safety: security headers on every response of the app (not on
+the mounted emulator's pages), and the no-store pair for anything holding a secret.
+
+Flask-free at import (the protocol core takes `NO_STORE` from here).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from typing import Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self' {apple}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+#: Responses carrying tokens, claims or account data: no cache may keep them (RFC 6749 §5.1).
+NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 
 class SecurityHeaders:

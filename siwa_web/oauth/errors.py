@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 
+from ..infra.security_headers import NO_STORE
+
 # RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (printable ASCII but `"` and `\`).
 _SAFE_DESCRIPTION = re.compile(r'^[\x20\x21\x23-\x5b\x5d-\x7e]*$')
 # An HTTP auth-scheme is a token (here at most 32 characters).
 _AUTH_SCHEME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")
 REALM = "siwa-web"  # of every challenge we send, Basic (token endpoints) and Bearer (our APIs)
-NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 
 def is_safe_description(text: object, limit: int = 200) -> bool:
