@@ -49,7 +49,7 @@ def init_app(app: Flask) -> None:
     oauth_server = AuthorizationServer(
         settings, session=db.session, engine=engine, users=accounts, audit=audit,
         apple_client=_apple_client, liveness=liveness)
-    liveness_events.init_app(app)
+    liveness_events.init_app(app, liveness)
     oauth_server.register_grant(TokenExchangeGrant)
     oauth_server.register_grant(RefreshTokenGrant)
     app.extensions[EXTENSION] = oauth_server
