@@ -14,7 +14,7 @@ verifying the token itself, so each process keeps the rows it read, tagged with 
 * when the signal cannot be trusted (the listener is disconnected), every lookup goes to the
   database, as if there were no cache;
 * entries also expire after ``ttl`` seconds, which bounds what a change made behind the app's
-  back (a hand-written SQL UPDATE) can go unseen for.
+  back (another program writing to the database) can go unseen for.
 """
 from __future__ import annotations
 

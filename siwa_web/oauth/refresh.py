@@ -138,8 +138,8 @@ def find(session: DbSession, value: str) -> RefreshToken | None:
 
 
 # The refresh grant's statements, built once and run as Core: it is the hottest write path, and
-# the ORM's unit of work cost more than the SQL itself. Nothing here is an ORM UPDATE of a
-# watched column, so a refresh leaves the Bearer liveness caches alone (liveness_events).
+# the ORM's unit of work cost more than the SQL itself. None of them writes a column the Bearer
+# check reads, so a refresh leaves the liveness caches alone (tokens/liveness_events.py).
 _RT, _TF = RefreshToken.__table__, TokenFamily.__table__
 _PRESENTED = (
     select(
@@ -329,7 +329,7 @@ def revoke_family(session: DbSession, family: TokenFamily, reason: str) -> bool:
 def revoke_family_id(session: DbSession, family_id: str, reason: str) -> datetime | None:
     """Revoke the family by id; returns when, or None if it already was revoked."""
     now = now_utc()
-    changed = session.execute(  # an ORM UPDATE, so the liveness caches hear of it
+    changed = session.execute(  # revoked_at: every worker's liveness cache hears of it
         update(TokenFamily)
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason[:40])
