@@ -39,11 +39,16 @@ class Gate:
 
     def __init__(self, database: str) -> None:
         self.lock = threading.Lock()
-        self.fd = os.open(database + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
+        # An in-memory database lives in one process: the thread lock is the whole gate (and no
+        # `:memory:-writer` file appears in the working directory).
+        self.fd = None if is_in_memory(database) else os.open(
+            database + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
 
     def acquire(self, timeout: float) -> bool:
         if not self.lock.acquire(timeout=timeout):
             return False
+        if self.fd is None:
+            return True
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except OSError:
@@ -53,9 +58,15 @@ class Gate:
 
     def release(self) -> None:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self.lock.release()
+
+
+def is_in_memory(database: str) -> bool:
+    """Whether sqlite3 was given an in-memory database (`:memory:`, "" or a `mode=memory` URI)."""
+    return database in ("", ":memory:") or "mode=memory" in database
 
 
 def gate_for(database: str) -> Gate:

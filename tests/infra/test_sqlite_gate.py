@@ -229,3 +229,27 @@ def test_only_sqlite_is_gated(app):
     connect_args = app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
     is_sqlite = app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
     assert (connect_args.get("factory") is GatedConnection) is is_sqlite
+
+
+@pytest.mark.parametrize("database", [":memory:", "", "file:shared?mode=memory&cache=shared"])
+def test_an_in_memory_database_is_gated_without_a_lock_file(tmp_path, monkeypatch, database):
+    """One process holds an in-memory database: the thread lock suffices, and nothing named
+    `:memory:-writer` appears in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    conn = sqlite3.connect(database, factory=GatedConnection, uri=database.startswith("file:"))
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert gate_for(database).lock.locked()  # the write took the gate ...
+    conn.commit()
+    assert not gate_for(database).lock.locked()  # ... and the commit left it
+    conn.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_app_on_an_in_memory_database_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    with app.app_context():
+        db.create_all()
+        db.session.execute(db.text("SELECT 1"))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith("-writer")]
