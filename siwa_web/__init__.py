@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import emulator
     from . import infra
     from . import lifecycle
+    from . import provider
     from . import tokens
     from . import web
 
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     emulator.init_app(app)   # the offline Apple, when configured
     account.init_app(app)    # the dashboard
     tokens.init_app(app)     # the token service and Bearer APIs
+    provider.init_app(app)   # web apps signing in through siwa-web (authorize, consent)
     lifecycle.init_app(app)  # Apple's notifications, the revocation outbox, pruning
     infra.ratelimit.finish(app)  # every blueprint is in: drop limiter hooks with nothing to do
     return app

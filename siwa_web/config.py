@@ -114,7 +114,10 @@ def _check_numbers(cfg: dict) -> None:
         raise ConfigError("SQLITE_WRITER_GATE", "must be true or false")
 
 
-RATE_LIMITS = ("RATELIMIT_TOKEN_PER_IP", "RATELIMIT_TOKEN_PER_CLIENT", "RATELIMIT_LOGIN_PER_IP")
+RATE_LIMITS = (
+    "RATELIMIT_TOKEN_PER_IP", "RATELIMIT_TOKEN_PER_CLIENT", "RATELIMIT_LOGIN_PER_IP",
+    "RATELIMIT_AUTHORIZE_PER_IP",
+)
 
 
 def _check_rate_limits(cfg: dict) -> None:

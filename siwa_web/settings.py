@@ -81,6 +81,9 @@ RATELIMIT_SWALLOW_ERRORS = True
 RATELIMIT_TOKEN_PER_IP = "60/minute"
 RATELIMIT_TOKEN_PER_CLIENT = "600/minute"
 RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bots from piling up
+# Web apps' authorization requests (single sign-on answers them without Apple, so more).
+RATELIMIT_AUTHORIZE_PER_IP = "120/minute"
+AUTHORIZATION_CODE_TTL = 60  # seconds an authorization code may wait for its app
 
 # --- Retention (`flask prune`) ----------------------------------------------------------------
 PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long

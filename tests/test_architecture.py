@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "siwa_web"
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 CORE = ("siwa_web.oauth", "siwa_web.apple", "siwa_web.models")
-AUDIENCES = ("account", "web", "tokens", "lifecycle", "users", "infra", "oauth", "apple",
-             "models", "emulator")
+AUDIENCES = ("account", "provider", "web", "tokens", "lifecycle", "users", "infra", "oauth",
+             "apple", "models", "emulator")
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:

@@ -38,6 +38,7 @@ from ..users import deletion
 from ..users.sign_out import end_web_sessions
 from ..web import sessions
 from ..web.errors import render_error
+from ..web.origin import refuse_cross_site_posts
 from . import cards
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
@@ -45,31 +46,7 @@ MANUAL_REVOKE = ("On an iPhone: Settings → your name → Sign-In & Security �
                  "on the web: account.apple.com → Sign-In and Security → Sign in with Apple.")
 
 
-@bp.before_request
-def _same_origin_posts_only() -> None:
-    """Refuse state-changing requests that a browser says came from another site (DASH-04).
-
-    This backs up the CSRF token. Browsers that send Fetch Metadata are trusted only with
-    `Sec-Fetch-Site: same-origin`; that is also how our own forms are recognised, whose
-    `Origin` is "null" because every page is served with `Referrer-Policy: no-referrer`.
-    Without Fetch Metadata, an `Origin` header, when sent, must be ours ("null" is not: a
-    sandboxed frame on any site can send it).
-    """
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None:
-        if fetch_site != "same-origin":
-            abort(403)
-        return
-    origin = request.headers.get("Origin")
-    if origin is not None and origin not in _own_origins():
-        abort(403)
-
-
-def _own_origins() -> set[str]:
-    issuer = current_app.config["ISSUER"].split("/", 3)
-    return {request.host_url.rstrip("/"), "/".join(issuer[:3])}
+bp.before_request(refuse_cross_site_posts)  # backs up the CSRF token (DASH-04)
 
 
 # Account pages show who is signed in where: never keep them in any cache.

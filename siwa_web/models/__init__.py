@@ -1,7 +1,10 @@
 """The database tables, as plain SQLAlchemy models every package shares (Flask-free)."""
 from .audit import AuditEvent
 from .notification import NotificationEvent
+from .oauth import AuthorizationCode
 from .oauth import Client
+from .oauth import Consent
+from .oauth import PendingAuthorization
 from .oauth import RefreshToken
 from .oauth import SigningKey
 from .oauth import TokenFamily
@@ -18,9 +21,12 @@ __all__ = [
     "AppleRevocation",
     "AppleToken",
     "AuditEvent",
+    "AuthorizationCode",
     "Client",
+    "Consent",
     "LoginTransaction",
     "NotificationEvent",
+    "PendingAuthorization",
     "PendingProfile",
     "RefreshToken",
     "SigningKey",

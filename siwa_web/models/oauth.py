@@ -1,12 +1,16 @@
-"""Our token service: native clients, signing keys, refresh-token families."""
+"""Our token service: clients (native and web), signing keys, refresh-token families, and the
+authorization code flow's pending requests, codes and remembered consents."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import JSON
+from sqlalchemy import Boolean
 from sqlalchemy import ForeignKey
 from sqlalchemy import String
 from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy import false
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -19,17 +23,31 @@ from .user import User
 
 
 class Client(Base):
-    """A native app allowed to exchange Apple codes for our tokens."""
+    """An app allowed to get our tokens: a native app (exchanges Apple codes; `bundle_id`) or a
+    web app (the authorization code flow; redirect URIs, and a hashed secret unless public)."""
 
     __tablename__ = "clients"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the public client_id
     name: Mapped[str] = mapped_column(String(100))
-    bundle_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(10), default="native", server_default="native")
+    bundle_id: Mapped[str | None] = mapped_column(String(255), unique=True)  # native only
     audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Web clients: SHA-256 of the secret (a 256-bit random value; None for public clients).
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default="[]")
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_public(self) -> bool:
+        return self.kind == "native" or self.secret_hash is None
 
 
 class SigningKey(Base):
@@ -66,6 +84,12 @@ class TokenFamily(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    # When the person last really signed in with Apple (`auth_time`); older rows: created_at.
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Web apps: the siwa-web browser session the sign-in went through (single sign-on, logout).
+    web_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("web_sessions.id", ondelete="SET NULL"), index=True
+    )
 
     user: Mapped[User] = relationship()
     client: Mapped[Client] = relationship()
@@ -93,3 +117,65 @@ class RefreshToken(Base):
     successor_encrypted: Mapped[str | None] = mapped_column(Text)
 
     family: Mapped[TokenFamily] = relationship()
+
+
+class PendingAuthorization(Base):
+    """A validated authorization request waiting for the user: sign-in with Apple, or consent.
+
+    Found again by the SHA-256 of a random handle that only travels inside siwa-web's own URLs
+    and forms, and bound to the browser that started it (the handle is worthless elsewhere).
+    """
+
+    __tablename__ = "pending_authorizations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    handle_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    # The request as validated: redirect_uri, scope, state, nonce, PKCE, response_mode, …
+    params: Mapped[dict] = mapped_column(JSON)
+    # A sign-in at or after this moment is needed first (prompt=login, max_age exceeded).
+    login_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthorizationCode(Base):
+    """A single-use authorization code (only its SHA-256 is stored), bound to everything the
+    token request must match; `family_id` is set on redemption so a replay revokes what the
+    first redemption issued."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    web_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("web_sessions.id", ondelete="CASCADE")
+    )
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(String(1000))
+    audience: Mapped[str] = mapped_column(String(255))
+    nonce: Mapped[str | None] = mapped_column(String(255))
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    family_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Consent(Base):
+    """What a user allowed a third-party web app, remembered so they are asked only once."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

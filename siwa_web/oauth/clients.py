@@ -1,6 +1,7 @@
-"""Native clients: the registry of apps allowed to exchange Apple codes for our tokens."""
+"""The client registry: native apps (Apple code exchange) and web apps (authorization code flow)."""
 from __future__ import annotations
 
+import hmac
 import re
 from typing import NamedTuple
 
@@ -8,7 +9,10 @@ from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from ..infra.crypto import new_token
+from ..infra.crypto import token_hash
 from ..models import Client
+from ..models.base import now_utc
+from . import redirect_uris as redirect_uris_
 from . import scopes
 from .collaborators import DbSession
 
@@ -23,20 +27,43 @@ class ClientError(ValueError):
     """A client definition is invalid; the message says which part."""
 
 
+NATIVE, WEB = "native", "web"
+# 256 random bits: SHA-256 suffices at rest (nothing to brute-force); compared in constant time.
+SECRET_BYTES = 32
+
+
 class ActiveClient(NamedTuple):
-    """What a grant needs of an enabled client."""
+    """What a grant or the authorization endpoint needs of an enabled client."""
 
     id: str
     name: str
-    bundle_id: str
+    bundle_id: str | None
     audiences: list[str]
     scopes: list[str]
+    kind: str = NATIVE
+    secret_hash: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
+    first_party: bool = False
+
+    @property
+    def is_web(self) -> bool:
+        return self.kind == WEB
+
+    @property
+    def is_public(self) -> bool:
+        """No secret: a native app, or a web app that cannot keep one (a single-page app)."""
+        return self.secret_hash is None
 
 
 # Read on every token request: one Core query, no ORM identity map or unit of work.
 _CLIENTS = Client.__table__
 _ACTIVE = select(
     _CLIENTS.c.id, _CLIENTS.c.name, _CLIENTS.c.bundle_id, _CLIENTS.c.audiences, _CLIENTS.c.scopes,
+    _CLIENTS.c.kind, _CLIENTS.c.secret_hash, _CLIENTS.c.redirect_uris,
+    _CLIENTS.c.post_logout_redirect_uris, _CLIENTS.c.backchannel_logout_uri,
+    _CLIENTS.c.first_party,
 ).where(_CLIENTS.c.id == bindparam("client_id"), _CLIENTS.c.disabled_at.is_(None))
 
 
@@ -47,7 +74,10 @@ def get_active(session: DbSession, client_id: str | None) -> ActiveClient | None
     row = session.connection().execute(_ACTIVE, {"client_id": client_id}).first()
     if row is None:
         return None
-    return ActiveClient(row.id, row.name, row.bundle_id, row.audiences or [], row.scopes or [])
+    return ActiveClient(
+        row.id, row.name, row.bundle_id, row.audiences or [], row.scopes or [], row.kind,
+        row.secret_hash, tuple(row.redirect_uris or ()), tuple(row.post_logout_redirect_uris or ()),
+        row.backchannel_logout_uri, bool(row.first_party))
 
 
 def allowed_audiences(client: ActiveClient, default_audience: str) -> frozenset[str]:
@@ -60,17 +90,10 @@ def create(
     api_scopes: list[str] | tuple[str, ...] = (),
 ) -> Client:
     """Validate and add a client (the caller commits). :raises ClientError:"""
-    name = name.strip()
-    if not name or len(name) > 100 or not name.isprintable():
-        raise ClientError("name must be 1-100 printable characters")
+    name = _check_name(name)
     if len(bundle_id) > 255 or not _BUNDLE_ID.match(bundle_id):
         raise ClientError("bundle id must look like com.example.app")
-    for audience in audiences:
-        if not _AUDIENCE.match(audience) or audience.startswith(CLIENT_ID_PREFIX):
-            raise ClientError(f"audience {audience!r} must be an API identifier such as a URL")
-    for scope in api_scopes:
-        if not scopes.is_scope_token(scope):
-            raise ClientError(f"scope {scope!r} is not a valid scope token")
+    _check_audiences_and_scopes(audiences, api_scopes)
     if session.execute(select(Client.id).where(Client.bundle_id == bundle_id)).first():
         raise ClientError(f"a client with bundle id {bundle_id} already exists")
     client = Client(
@@ -96,8 +119,10 @@ def bundle_ids(session: DbSession) -> list[str]:
 
 
 def as_dict(client: Client) -> dict:
-    return {
+    """The client as `flask clients` prints it (never the secret or its hash)."""
+    body = {
         "client_id": client.id,
+        "type": client.kind,
         "name": client.name,
         "bundle_id": client.bundle_id,
         "audiences": list(client.audiences or []),
@@ -105,3 +130,95 @@ def as_dict(client: Client) -> dict:
         "created_at": client.created_at.isoformat() if client.created_at else None,
         "disabled": client.disabled_at is not None,
     }
+    if client.kind == WEB:
+        del body["bundle_id"]
+        body.update({
+            "public": client.secret_hash is None,
+            "token_endpoint_auth_method": (
+                "none" if client.secret_hash is None else "client_secret_basic"),
+            "first_party": bool(client.first_party),
+            "redirect_uris": list(client.redirect_uris or []),
+            "post_logout_redirect_uris": list(client.post_logout_redirect_uris or []),
+            "backchannel_logout_uri": client.backchannel_logout_uri,
+        })
+    return body
+
+
+# --- web clients ---------------------------------------------------------------------------------
+
+
+def create_web(
+    session: DbSession, *, name: str, redirect_uris: list[str] | tuple[str, ...],
+    post_logout_redirect_uris: list[str] | tuple[str, ...] = (),
+    backchannel_logout_uri: str | None = None, public: bool = False, first_party: bool = False,
+    audiences: list[str] | tuple[str, ...] = (), api_scopes: list[str] | tuple[str, ...] = (),
+    production: bool = True,
+) -> tuple[Client, str | None]:
+    """Validate and add a web client (the caller commits); returns it and, for a confidential
+    client, its secret — shown once, stored only as a hash. :raises ClientError:"""
+    name = _check_name(name)
+    if not redirect_uris:
+        raise ClientError("a web client needs at least one --redirect-uri")
+    try:
+        uris = [redirect_uris_.check_registrable(u, production=production) for u in redirect_uris]
+        logout_uris = [
+            redirect_uris_.check_registrable(u, production=production,
+                                             what="post-logout redirect URI")
+            for u in post_logout_redirect_uris]
+        if backchannel_logout_uri is not None:
+            redirect_uris_.check_registrable(backchannel_logout_uri, production=production,
+                                             what="back-channel logout URI")
+    except redirect_uris_.RedirectUriError as exc:
+        raise ClientError(str(exc)) from exc
+    _check_audiences_and_scopes(audiences, api_scopes)
+    secret = None if public else new_token(SECRET_BYTES)
+    client = Client(
+        id=CLIENT_ID_PREFIX + new_token(18), name=name, kind=WEB, bundle_id=None,
+        secret_hash=None if secret is None else token_hash(secret),
+        redirect_uris=list(dict.fromkeys(uris)),
+        post_logout_redirect_uris=list(dict.fromkeys(logout_uris)),
+        backchannel_logout_uri=backchannel_logout_uri, first_party=first_party,
+        audiences=list(dict.fromkeys(audiences)),
+        scopes=[s for s in dict.fromkeys(api_scopes) if s not in scopes.STANDARD_SCOPES],
+    )
+    session.add(client)
+    return client, secret
+
+
+def rotate_secret(session: DbSession, client_id: str) -> str:
+    """Give a confidential web client a new secret (the old one stops working at commit).
+
+    :raises ClientError: for an unknown, native or public client.
+    """
+    client = session.get(Client, client_id)
+    if client is None:
+        raise ClientError(f"no client with id {client_id}")
+    if client.kind != WEB or client.secret_hash is None:
+        raise ClientError(f"{client_id} is a public client: it has no secret to rotate")
+    secret = new_token(SECRET_BYTES)
+    client.secret_hash = token_hash(secret)
+    client.secret_rotated_at = now_utc()
+    return secret
+
+
+def secret_matches_hash(secret_hash: str | None, presented: str) -> bool:
+    """Constant-time comparison of the presented secret's hash with the stored one."""
+    if secret_hash is None or not presented or len(presented) > 512:
+        return False
+    return hmac.compare_digest(token_hash(presented), secret_hash)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise ClientError("name must be 1-100 printable characters")
+    return name
+
+
+def _check_audiences_and_scopes(audiences, api_scopes) -> None:
+    for audience in audiences:
+        if not _AUDIENCE.match(audience) or audience.startswith(CLIENT_ID_PREFIX):
+            raise ClientError(f"audience {audience!r} must be an API identifier such as a URL")
+    for scope in api_scopes:
+        if not scopes.is_scope_token(scope):
+            raise ClientError(f"scope {scope!r} is not a valid scope token")

@@ -240,3 +240,76 @@ class InsufficientScopeError(BearerError):
     def __init__(self, scope: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.scope = scope
+
+
+# --- authorization endpoint: sent to the app's redirect URI, never as JSON ----------------------
+
+
+class UnsupportedResponseTypeError(OAuth2Error):
+    """The authorization server does not support this response_type (only `code`).
+
+    https://datatracker.ietf.org/doc/html/rfc6749#section-4.1.2.1
+    """
+
+    error = "unsupported_response_type"
+    description = "Only response_type=code is supported."
+
+
+class AccessDeniedError(OAuth2Error):
+    """The person (or siwa-web on their behalf) refused the request.
+
+    https://datatracker.ietf.org/doc/html/rfc6749#section-4.1.2.1
+    """
+
+    error = "access_denied"
+    description = "The request was denied."
+
+
+class LoginRequiredError(OAuth2Error):
+    """prompt=none, but the person must sign in first.
+
+    https://openid.net/specs/openid-connect-core-1_0.html#AuthError
+    """
+
+    error = "login_required"
+    description = "Signing in is required."
+
+
+class ConsentRequiredError(OAuth2Error):
+    """prompt=none, but the person has not allowed this app what it asks for.
+
+    https://openid.net/specs/openid-connect-core-1_0.html#AuthError
+    """
+
+    error = "consent_required"
+    description = "The person has not allowed this app what it asks for."
+
+
+class InteractionRequiredError(OAuth2Error):
+    """prompt=none, but another page (e.g. choosing an account) would be needed.
+
+    https://openid.net/specs/openid-connect-core-1_0.html#AuthError
+    """
+
+    error = "interaction_required"
+    description = "The request needs the person's interaction."
+
+
+class RequestNotSupportedError(OAuth2Error):
+    """Request objects (`request`) are not supported.
+
+    https://openid.net/specs/openid-connect-core-1_0.html#AuthError
+    """
+
+    error = "request_not_supported"
+    description = "Request objects are not supported."
+
+
+class RequestUriNotSupportedError(OAuth2Error):
+    """`request_uri` is not supported.
+
+    https://openid.net/specs/openid-connect-core-1_0.html#AuthError
+    """
+
+    error = "request_uri_not_supported"
+    description = "request_uri is not supported."

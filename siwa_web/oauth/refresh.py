@@ -31,6 +31,7 @@ from sqlalchemy import Text
 from sqlalchemy import and_
 from sqlalchemy import bindparam
 from sqlalchemy import case
+from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import or_
 from sqlalchemy import select
@@ -97,6 +98,8 @@ def start_family(
     offline: bool,
     ip: str | None,
     user_agent: str | None,
+    web_session_id: str | None = None,
+    auth_time: datetime | None = None,
 ) -> NewFamily:
     """Start an app session (and its first refresh token with offline access), as Core inserts.
 
@@ -109,6 +112,7 @@ def start_family(
         "fam": new_id(), "user_id": user_id, "client_id": client_id, "identity_id": identity_id,
         "new_scope": scope, "audience": audience, "now": now, "expires": expires,
         "client_ip": _clip(ip, 64), "client_ua": _clip(user_agent, 512),
+        "web_session_id": web_session_id, "auth_time": auth_time or now,
     }
     if not offline:
         _run(session, _START, **params)
@@ -145,10 +149,12 @@ _PRESENTED = (
     select(
         _RT.c.id, _RT.c.family_id, _RT.c.parent_id, _RT.c.scope, _RT.c.idle_expires_at,
         _RT.c.used_at, _RT.c.successor_encrypted,
-        _TF.c.user_id, _TF.c.client_id, _TF.c.audience, _TF.c.created_at.label("family_created_at"),
+        _TF.c.user_id, _TF.c.client_id, _TF.c.audience,
+        func.coalesce(_TF.c.auth_time, _TF.c.created_at).label("family_auth_time"),
         _TF.c.expires_at.label("family_expires_at"), _TF.c.revoked_at.label("family_revoked_at"),
         User.disabled_at.label("user_disabled_at"), User.email, User.email_verified,
         User.first_name, User.last_name, Client.disabled_at.label("client_disabled_at"),
+        Client.secret_hash.label("client_secret_hash"), _TF.c.web_session_id,
     )
     .join(_TF, _TF.c.id == _RT.c.family_id)
     .join(User, User.id == _TF.c.user_id)
@@ -199,6 +205,8 @@ _START = insert(_TF).values(
     scope=bindparam("new_scope", type_=String()), audience=bindparam("audience", type_=String()),
     created_at=_NOW, last_used_at=_NOW, expires_at=bindparam("expires", type_=UTCDateTime()),
     ip=bindparam("client_ip", type_=String()), user_agent=bindparam("client_ua", type_=String()),
+    web_session_id=bindparam("web_session_id", type_=String()),
+    auth_time=bindparam("auth_time", type_=UTCDateTime()),
 )
 _START_WITH_TOKEN = (
     insert(_RT)

@@ -16,6 +16,7 @@ class TokenRequest:
     params: dict[str, list[str]]
     ip: str | None = None
     user_agent: str | None = None
+    authorization: str | None = None  # the Authorization header (client_secret_basic)
 
     def check_no_repeats(self) -> None:
         """:raises InvalidRequestError: if a parameter appears twice (RFC 6749 §3.1)."""

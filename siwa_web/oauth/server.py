@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from ..infra.crypto import TokenCipher
 from ..models import TokenFamily
 from ..models import User
-from . import clients
+from . import client_auth
 from . import refresh
 from . import tokens
 from .collaborators import AuditLog
@@ -151,7 +151,9 @@ class AuthorizationServer:
             token = request.get("token")
             if token is None:
                 raise InvalidRequestError("token is required.", reason="token_missing")
-            client = clients.get_active(self.session, client_id)
+            credentials = client_auth.presented(request)
+            client_id = credentials.client_id
+            client = client_auth.authenticate(self.session, credentials)
             if client is None:
                 raise InvalidClientError(reason="client_unknown" if client_id else "client_missing")
             # token_type_hint only changes the lookup order; an unknown hint is ignored.

@@ -110,9 +110,15 @@ def issue_id_token(
     family_id: str,
     profile: dict[str, Any] | None = None,
     nonce: str | None = None,
+    session_id: str | None = None,
+    amr: tuple[str, ...] | None = None,
     now: int | None = None,
 ) -> str:
-    """Sign an OpenID Connect ID token for the client (`aud` = client id)."""
+    """Sign an OpenID Connect ID token for the client (`aud` = client id).
+
+    `sid` is the siwa-web browser session the sign-in went through when there is one (web
+    apps: single sign-on and back-channel logout name it), else the app session (family).
+    """
     now = int(now or time.time())
     claims: dict[str, Any] = {
         "iss": settings.issuer,
@@ -121,11 +127,13 @@ def issue_id_token(
         "exp": now + settings.id_token_ttl,
         "iat": now,
         "auth_time": auth_time,
-        "sid": family_id,
+        "sid": session_id or family_id,
         **(profile or {}),
     }
     if nonce is not None:
         claims["nonce"] = nonce
+    if amr:
+        claims["amr"] = list(amr)
     return _sign(ring, ID_TOKEN_TYP, claims)
 
 

@@ -1,19 +1,22 @@
-"""`flask clients create|list|delete` and `flask keys rotate|list`."""
+"""`flask clients create|list|rotate-secret|delete` and `flask keys rotate|list`."""
 from __future__ import annotations
 
 import json
 
 import click
 from flask import Flask
+from flask import current_app
 from flask.cli import AppGroup
 
+from ..config import is_production
 from ..infra.extensions import db
 from ..models import Client
 from ..oauth import clients as client_registry
 from ..oauth import keys as key_store
 from .extension import server
 
-clients_cli = AppGroup("clients", help="Manage the native apps allowed to use /oauth/token.")
+clients_cli = AppGroup(
+    "clients", help="Manage the apps that get siwa-web's tokens: native apps and web apps.")
 keys_cli = AppGroup("keys", help="Manage the keys that sign our tokens.")
 
 
@@ -22,25 +25,74 @@ def _echo_json(data) -> None:
 
 
 @clients_cli.command("create")
+@click.option("--type", "kind", type=click.Choice([client_registry.NATIVE, client_registry.WEB]),
+              default=client_registry.NATIVE, show_default=True,
+              help="native: an iOS app exchanging Apple codes; web: a web app signing people "
+                   "in through /oauth/authorize.")
 @click.option("--name", required=True, help="Display name, e.g. 'Example iOS'.")
-@click.option("--bundle-id", required=True, help="The app's bundle id (its Apple App ID).")
+@click.option("--bundle-id", help="Native apps: the app's bundle id (its Apple App ID).")
+@click.option("--redirect-uri", "redirect_uris", multiple=True,
+              help="Web apps: where codes may be sent (repeatable; exact match).")
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True,
+              help="Web apps: where RP-initiated logout may return (repeatable; exact match).")
+@click.option("--backchannel-logout-uri", help="Web apps: where logout tokens are posted.")
+@click.option("--public", is_flag=True,
+              help="Web apps: no secret (single-page apps); PKCE is then required.")
+@click.option("--first-party", is_flag=True,
+              help="Web apps: your own app; people are not asked for consent.")
 @click.option("--audience", "audiences", multiple=True,
               help="An API the app may get tokens for (repeatable); our own API always.")
 @click.option("--scope", "api_scopes", multiple=True,
               help="An API scope the app may request (repeatable), besides the OpenID ones.")
 def create_client(
-    name: str, bundle_id: str, audiences: tuple[str, ...], api_scopes: tuple[str, ...]
+    kind: str, name: str, bundle_id: str | None, redirect_uris: tuple[str, ...],
+    logout_uris: tuple[str, ...], backchannel_logout_uri: str | None, public: bool,
+    first_party: bool, audiences: tuple[str, ...], api_scopes: tuple[str, ...],
 ) -> None:
-    """Register a native app and print it as JSON."""
+    """Register an app and print it as JSON (a web app's secret is shown this once)."""
+    web_only = {"--redirect-uri": redirect_uris, "--post-logout-redirect-uri": logout_uris,
+                "--backchannel-logout-uri": backchannel_logout_uri, "--public": public,
+                "--first-party": first_party}
+    secret = None
     try:
-        client = client_registry.create(
-            db.session,
-            name=name, bundle_id=bundle_id, audiences=audiences, api_scopes=api_scopes
-        )
+        if kind == client_registry.NATIVE:
+            given = [flag for flag, value in web_only.items() if value]
+            if given:
+                raise click.UsageError(f"{', '.join(given)}: only for --type web")
+            if not bundle_id:
+                raise click.UsageError("a native client needs --bundle-id")
+            client = client_registry.create(
+                db.session,
+                name=name, bundle_id=bundle_id, audiences=audiences, api_scopes=api_scopes
+            )
+        else:
+            if bundle_id:
+                raise click.UsageError("--bundle-id: only for --type native")
+            client, secret = client_registry.create_web(
+                db.session, name=name, redirect_uris=redirect_uris,
+                post_logout_redirect_uris=logout_uris,
+                backchannel_logout_uri=backchannel_logout_uri, public=public,
+                first_party=first_party, audiences=audiences, api_scopes=api_scopes,
+                production=is_production(current_app))
     except client_registry.ClientError as exc:
         raise click.UsageError(str(exc)) from exc
     db.session.commit()
-    _echo_json(client_registry.as_dict(client))
+    body = client_registry.as_dict(client)
+    if secret is not None:
+        body["client_secret"] = secret
+    _echo_json(body)
+
+
+@clients_cli.command("rotate-secret")
+@click.argument("client_id")
+def rotate_secret(client_id: str) -> None:
+    """Give a confidential web app a new secret (printed once); the old one stops working."""
+    try:
+        secret = client_registry.rotate_secret(db.session, client_id)
+    except client_registry.ClientError as exc:
+        raise click.UsageError(str(exc)) from exc
+    db.session.commit()
+    _echo_json({"client_id": client_id, "client_secret": secret})
 
 
 @clients_cli.command("list")

@@ -11,6 +11,7 @@ from ..infra.extensions import db
 from ..oauth import AuthorizationServer
 from ..oauth import TokenSettings
 from ..oauth.errors import OAuth2Error
+from ..oauth.grants import AuthorizationCodeGrant
 from ..oauth.grants import RefreshTokenGrant
 from ..oauth.grants import TokenExchangeGrant
 from ..oauth.liveness import LivenessCache
@@ -52,5 +53,6 @@ def init_app(app: Flask) -> None:
     liveness_events.init_app(app, liveness)
     oauth_server.register_grant(TokenExchangeGrant)
     oauth_server.register_grant(RefreshTokenGrant)
+    oauth_server.register_grant(AuthorizationCodeGrant)
     app.extensions[EXTENSION] = oauth_server
     app.register_error_handler(OAuth2Error, render_error)

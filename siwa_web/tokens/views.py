@@ -18,6 +18,7 @@ from ..infra.extensions import csrf
 from ..infra.extensions import limiter
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json
+from ..oauth import client_auth
 from ..oauth import scopes
 from ..oauth.errors import InvalidClientError
 from ..oauth.errors import InvalidRequestError
@@ -81,8 +82,10 @@ def token_request() -> TokenRequest:
             "Send the parameters as application/x-www-form-urlencoded or application/json.",
             reason="content_type",
         )
+    headers = request.headers
     return TokenRequest(
-        params=params, ip=request.remote_addr, user_agent=request.headers.get("User-Agent")
+        params=params, ip=request.remote_addr, user_agent=headers.get("User-Agent"),
+        authorization=headers.get("Authorization"),
     )
 
 
@@ -185,21 +188,27 @@ def openid_configuration() -> ResponseReturnValue:
     issuer = settings.issuer
     response = jsonify({
         "issuer": issuer,
+        "authorization_endpoint": issuer + "/oauth/authorize",
         "token_endpoint": issuer + "/oauth/token",
         "revocation_endpoint": issuer + "/oauth/revoke",
         "userinfo_endpoint": issuer + "/userinfo",
         "jwks_uri": issuer + "/.well-known/jwks.json",
         "grant_types_supported": server().grant_types,
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "prompt_values_supported": ["none", "login", "consent"],
         "subject_types_supported": ["public"],
         "scopes_supported": list(scopes.STANDARD_SCOPES),
         "claims_supported": [
-            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid",
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "amr",
             "email", "email_verified", "name", "given_name", "family_name",
         ],
         "id_token_signing_alg_values_supported": [settings.signing_alg],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
+        # `none` for native apps and single-page apps; secrets for confidential web apps.
+        "token_endpoint_auth_methods_supported": list(client_auth.METHODS),
+        "revocation_endpoint_auth_methods_supported": list(client_auth.METHODS),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

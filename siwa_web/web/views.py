@@ -52,8 +52,9 @@ def safe_next(target: str | None) -> str:
 
 @bp.get("/login")
 def login() -> ResponseReturnValue:
-    """Show the Sign in with Apple page."""
-    if current_user.is_authenticated:
+    """Show the Sign in with Apple page (also to a signed-in browser with `prompt=login`: an
+    app asked for a fresh sign-in)."""
+    if current_user.is_authenticated and request.args.get("prompt") != "login":
         return redirect(safe_next(request.args.get("next")))
     next_url = safe_next(request.args.get("next"))
     resp = make_response(render_template("auth/login.html", next=next_url))

@@ -110,11 +110,17 @@ def test_discovery_document(client):
     assert doc["revocation_endpoint"] == ISSUER + "/oauth/revoke"
     assert doc["userinfo_endpoint"] == ISSUER + "/userinfo"
     assert doc["jwks_uri"] == ISSUER + "/.well-known/jwks.json"
-    assert doc["grant_types_supported"] == [TOKEN_EXCHANGE, "refresh_token"]
+    assert doc["grant_types_supported"] == [TOKEN_EXCHANGE, "refresh_token", "authorization_code"]
     assert doc["id_token_signing_alg_values_supported"] == ["ES256"]
     assert doc["scopes_supported"] == ["openid", "profile", "email", "offline_access"]
-    assert doc["token_endpoint_auth_methods_supported"] == ["none"]
-    assert "authorization_endpoint" not in doc  # there is none: we do not pretend
+    assert doc["authorization_endpoint"] == ISSUER + "/oauth/authorize"
+    assert doc["response_types_supported"] == ["code"]
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert doc["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic", "client_secret_post", "none"]
+    # not implemented yet, so not claimed
+    assert "end_session_endpoint" not in doc and "backchannel_logout_supported" not in doc
 
 
 def test_jwks_is_cacheable_but_tokens_are_not(client, native_session):

@@ -304,12 +304,19 @@ def test_tx04_missing_grant_type(app, client, fake_apple, native_client, code):
 
 
 @pytest.mark.parametrize("grant_type", [
-    "password", "client_credentials", "implicit", "authorization_code",
+    "password", "client_credentials", "implicit",
     "urn:ietf:params:oauth:grant-type:jwt-bearer", "urn:ietf:params:oauth:grant-type:device_code",
 ])
 def test_tx05_unsupported_grants(app, client, fake_apple, native_client, code, grant_type):
     data = exchange_params(native_client, code, grant_type=grant_type)
     refused(app, client, fake_apple, data, 400, "unsupported_grant_type")
+
+
+def test_tx05_a_native_client_may_not_use_the_web_apps_code_grant(
+        app, client, fake_apple, native_client, code):
+    """authorization_code is for web clients: a native client gets unauthorized_client."""
+    data = exchange_params(native_client, code, grant_type="authorization_code")
+    refused(app, client, fake_apple, data, 400, "unauthorized_client")
 
 
 def test_tx05_misspelled_urn_names_the_right_one(app, client, fake_apple, native_client, code):

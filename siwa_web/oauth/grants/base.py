@@ -8,6 +8,7 @@ from typing import ClassVar
 from typing import Protocol
 
 from ...infra.crypto import TokenCipher
+from .. import client_auth
 from .. import clients
 from .. import scopes as scope_rules
 from .. import tokens
@@ -71,12 +72,20 @@ class BaseGrant:
         values = self.request.params.get("client_id") or [None]
         return values[0]
 
-    def _validate_client(self) -> clients.ActiveClient:
-        """:raises InvalidClientError: unless client_id names an enabled client."""
-        client_id = self.request.client_id
-        client = clients.get_active(self.session, client_id)
+    def _validate_client(self, kind: str) -> clients.ActiveClient:
+        """The enabled client of `kind` the request authenticates as.
+
+        :raises InvalidClientError: unknown client, or a secret that does not fit.
+        :raises UnauthorizedClientError: a client of the other kind (this grant is not for it).
+        """
+        credentials = client_auth.presented(self.request)
+        client = client_auth.authenticate(self.session, credentials)
         if client is None:
-            raise self._no_such_client(client_id)
+            raise self._no_such_client(credentials.client_id)
+        if client.kind != kind:
+            raise UnauthorizedClientError(
+                f"This grant is for {kind} clients; {client.id} is a {client.kind} client.",
+                reason=f"{client.kind}_client")
         return client
 
     def _no_such_client(self, client_id: str | None) -> OAuth2Error:
@@ -102,6 +111,8 @@ class BaseGrant:
         auth_time: int,
         refresh_token: str | None,
         nonce: str | None = None,
+        session_id: str | None = None,
+        amr: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
         """Sign the access token (and the ID token when `openid` was granted) and shape the JSON."""
         assert self.client is not None
@@ -121,7 +132,7 @@ class BaseGrant:
             body["id_token"] = tokens.issue_id_token(
                 ring, settings, user_id=profile.user_id, client_id=self.client.id,
                 auth_time=auth_time, family_id=family_id, profile=profile.claims(scopes),
-                nonce=nonce, now=now,
+                nonce=nonce, session_id=session_id, amr=amr, now=now,
             )
         if refresh_token is not None:
             body["refresh_token"] = refresh_token

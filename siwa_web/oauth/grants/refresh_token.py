@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from .. import client_auth
 from .. import clients
 from .. import refresh
 from .. import scopes as scope_rules
@@ -56,15 +57,17 @@ class RefreshTokenGrant(BaseGrant):
             self.scopes = self.requested_scopes
 
     def _validate_refresh_client(self, row: Row | None) -> clients.ActiveClient | ClientRef:
-        """The client usually comes with the token's row already (one query instead of two)."""
-        client_id = self.request.client_id
-        if row is not None and client_id == row.client_id:
-            if row.client_disabled_at is None:
-                return ClientRef(row.client_id)
-            raise InvalidClientError(reason="client_disabled")
-        client = clients.get_active(self.session, client_id)
+        """The client usually comes with the token's row already (one query instead of two);
+        a confidential web client proves itself with its secret either way."""
+        credentials = client_auth.presented(self.request)
+        if row is not None and credentials.client_id == row.client_id:
+            if row.client_disabled_at is not None:
+                raise InvalidClientError(reason="client_disabled")
+            client_auth.check_secret(row.client_secret_hash, credentials)
+            return ClientRef(row.client_id)
+        client = client_auth.authenticate(self.session, credentials)
         if client is None:
-            raise self._no_such_client(client_id)
+            raise self._no_such_client(credentials.client_id)
         return client
 
     def create_token_response(self) -> dict[str, Any]:
@@ -95,5 +98,6 @@ class RefreshTokenGrant(BaseGrant):
                           row.last_name)
         return self._token_body(
             profile=profile, audience=row.audience, scopes=self.scopes, family_id=row.family_id,
-            auth_time=int(row.family_created_at.timestamp()), refresh_token=rotation.refresh_token,
+            auth_time=int(row.family_auth_time.timestamp()), refresh_token=rotation.refresh_token,
+            session_id=row.web_session_id,
         )

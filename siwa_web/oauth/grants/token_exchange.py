@@ -60,7 +60,7 @@ class TokenExchangeGrant(BaseGrant):
     # --- phase 1: local validation, before the one-time Apple code is spent -------------------
 
     def validate_token_request(self) -> None:
-        self.client = self._validate_client()
+        self.client = self._validate_client(clients.NATIVE)
         self.subject_token = self._validate_subject_token()
         self._validate_unsupported_parameters()
         self.audience = self._validate_audience()
