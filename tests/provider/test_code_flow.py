@@ -3,6 +3,11 @@ sign-in resumption, consent, code redemption and its one-time use."""
 from __future__ import annotations
 
 import pytest
+
+from siwa_web.infra.extensions import db
+from siwa_web.models import AuthorizationCode
+from siwa_web.models import Consent
+from siwa_web.models import WebSession
 from support.tokens import bearer
 from support.tokens import decode
 from support.web import csrf_token
@@ -14,11 +19,6 @@ from support.webapps import basic
 from support.webapps import pkce
 from support.webapps import redeem
 from support.webapps import register
-
-from siwa_web.infra.extensions import db
-from siwa_web.models import AuthorizationCode
-from siwa_web.models import Consent
-from siwa_web.models import WebSession
 
 
 def test_a_signed_in_browser_gets_a_code_without_apple_and_the_app_gets_tokens(
