@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from siwa_web.infra.extensions import db
+from siwa_web.lifecycle import outbox
 from siwa_web.lifecycle import revocations as apple_revocations
 from siwa_web.models import AppleRevocation
 from siwa_web.models import AppleToken
@@ -21,7 +22,7 @@ from support.apple import SERVICES_ID
 
 
 class Clock:
-    """A settable now_utc for the outbox module."""
+    """A settable now_utc for the outbox mechanism (siwa_web.lifecycle.outbox)."""
 
     def __init__(self) -> None:
         self.now = now_utc()
@@ -36,7 +37,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(apple_revocations, "now_utc", clock)
+    monkeypatch.setattr(outbox, "now_utc", clock)
     return clock
 
 
