@@ -23,7 +23,6 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import logout_user
-from sqlalchemy import update
 from werkzeug.wrappers import Response
 
 from ..infra.extensions import db
@@ -35,6 +34,7 @@ from ..oauth.refresh import revoke_family
 from ..oauth.refresh import revoke_user_families
 from ..users import audit
 from ..users import deletion
+from ..users.sign_out import end_sessions
 from ..users.sign_out import end_web_sessions
 from ..web import sessions
 from ..web.errors import render_error
@@ -102,11 +102,8 @@ def revoke_session(session_id: str) -> ResponseReturnValue:
         db.session.commit()
         flash("You are signed out.", "info")
         return redirect(url_for("auth.login"), code=303)
-    won = db.session.execute(  # compare-and-set: a double submit records one revocation
-        update(WebSession)
-        .where(WebSession.id == row.id, WebSession.revoked_at.is_(None))
-        .values(revoked_at=now_utc(), revoked_reason="signed out from dashboard")
-    ).rowcount
+    # compare-and-set: a double submit records one revocation
+    won = end_sessions(WebSession.id == row.id, reason="signed out from dashboard")
     if won:
         audit.record("session_revoked", user_id=_user_id(), details={"session": row.id})
         flash("That session is signed out. Anyone using it has to sign in again.", "success")

@@ -1,15 +1,20 @@
-"""What happens after sign-in on Apple's side: notifications, revocation outbox, pruning."""
+"""After sign-in: Apple's notifications, the outboxes (revocations, logouts), pruning."""
 from __future__ import annotations
 
 from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Apple's notification endpoint, `flask apple retry-revocations` and `flask prune`."""
+    """Apple's notification endpoint, the outboxes (Apple revocations, back-channel logouts)
+    with `flask outbox retry` and `flask apple retry-revocations`, and `flask prune`."""
+    from . import backchannel
+    from . import cli
     from . import notifications
     from . import pruning
     from . import revocations
 
     notifications.init_app(app)
     revocations.init_app(app)
+    backchannel.init_app(app)
+    cli.init_app(app)
     pruning.init_app(app)

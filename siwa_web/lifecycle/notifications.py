@@ -15,7 +15,6 @@ from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from ..apple.errors import AppleUnavailable
@@ -34,6 +33,7 @@ from ..models.base import now_utc
 from ..oauth.refresh import revoke_family
 from ..users import accounts
 from ..users import audit
+from ..users.sign_out import end_sessions
 from ..users.sign_out import end_web_sessions
 
 bp = Blueprint("apple_events", __name__, url_prefix="/apple")
@@ -94,11 +94,7 @@ def _apply(event: AppleEvent) -> None:
 
 def _end_apple_access(identity: AppleIdentity, reason: str) -> None:
     """Apple invalidated this Apple ID's tokens: end what it opened and drop the dead tokens."""
-    db.session.execute(
-        update(WebSession)
-        .where(WebSession.identity_id == identity.id, WebSession.revoked_at.is_(None))
-        .values(revoked_at=now_utc(), revoked_reason=reason)
-    )
+    end_sessions(WebSession.identity_id == identity.id, reason=reason)
     families = db.session.execute(
         select(TokenFamily).where(TokenFamily.identity_id == identity.id)
     ).scalars()

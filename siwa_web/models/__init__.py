@@ -2,6 +2,7 @@
 from .audit import AuditEvent
 from .notification import NotificationEvent
 from .oauth import AuthorizationCode
+from .oauth import BackchannelLogout
 from .oauth import Client
 from .oauth import Consent
 from .oauth import PendingAuthorization
@@ -22,6 +23,7 @@ __all__ = [
     "AppleToken",
     "AuditEvent",
     "AuthorizationCode",
+    "BackchannelLogout",
     "Client",
     "Consent",
     "LoginTransaction",

@@ -179,3 +179,20 @@ class Consent(Base):
     scope: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class BackchannelLogout(Base):
+    """Outbox row: a web app still to be told, by a logout token, that a session ended."""
+
+    __tablename__ = "backchannel_logouts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    # Kept without foreign keys: the user and the session may be gone by the time this is sent.
+    user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    sid: Mapped[str] = mapped_column(String(36))  # the siwa-web browser session that ended
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

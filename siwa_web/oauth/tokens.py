@@ -25,6 +25,9 @@ from .keys import LoadedKey
 ACCESS_TOKEN_TYP = "at+jwt"
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 ID_TOKEN_TYP = "JWT"
+LOGOUT_TOKEN_TYP = "logout+jwt"
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TTL = 120
 MAX_JWT_LENGTH = 8 * 1024
 MAX_KID_LENGTH = 64
 MAX_HEADER_SEGMENT = 2048
@@ -135,6 +138,24 @@ def issue_id_token(
     if amr:
         claims["amr"] = list(amr)
     return _sign(ring, ID_TOKEN_TYP, claims)
+
+
+def issue_logout_token(ring: KeyRing, settings: TokenSettings, *, user_id: str | None,
+                       client_id: str, session_id: str, now: int | None = None) -> str:
+    """Sign an OpenID Connect back-channel logout token: this session of this user ended.
+
+    It names both `sub` and `sid`, carries the one logout event (an empty object) and never a
+    `nonce` (so it cannot pass for an ID token); `typ` is `logout+jwt`.
+    """
+    now = int(now or time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.issuer, "aud": client_id, "iat": now, "exp": now + LOGOUT_TOKEN_TTL,
+        "jti": str(uuid.uuid4()), "sid": session_id,
+        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+    }
+    if user_id is not None:
+        claims["sub"] = user_id
+    return _sign(ring, LOGOUT_TOKEN_TYP, claims)
 
 
 # --- verification ------------------------------------------------------------------------------
@@ -262,3 +283,20 @@ def identify(
     if isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES:
         return "access_token", claims
     return "id_token", claims
+
+
+def id_token_hint_claims(ring: KeyRing, settings: TokenSettings, token: str) -> dict[str, Any]:
+    """The claims of an ID token we issued, expired or not (OIDC logout's `id_token_hint`).
+
+    Signature, issuer, `typ` (an ID token, not an access or logout token) and the shape of
+    `sub`, `aud` and `sid` are checked; expiry is not — an app may end a session after its ID
+    token expired. :raises TokenInvalid:
+    """
+    header, claims = _verified(ring, token)
+    if claims.get("iss") != settings.issuer:
+        raise TokenInvalid("issuer")
+    if header.get("typ") != ID_TOKEN_TYP or "events" in claims:
+        raise TokenInvalid("not_an_id_token")
+    if not all(isinstance(claims.get(name), str) for name in ("sub", "aud", "sid")):
+        raise TokenInvalid("claim_type")
+    return claims

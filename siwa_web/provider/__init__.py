@@ -8,7 +8,9 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    """The authorization endpoint, its sign-in resumption and the consent page."""
+    """The authorization endpoint, its sign-in resumption, consent, and RP-initiated logout."""
+    from . import logout
     from . import views
 
     views.init_app(app)
+    logout.init_app(app)

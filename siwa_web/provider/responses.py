@@ -14,7 +14,8 @@ from flask import render_template
 from ..oauth.errors import OAuth2Error
 
 
-def _with_query(uri: str, params: dict[str, str]) -> str:
+def with_query(uri: str, params: dict[str, str]) -> str:
+    """`uri` with `params` added to its query (kept as it is otherwise)."""
     parts = urlsplit(uri)
     query = urlencode(params)
     return urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
@@ -32,7 +33,7 @@ def answer(redirect_uri: str, response_mode: str, params: dict[str, str | None])
             f"form-action {origin}; frame-ancestors 'none'; base-uri 'none'")
     else:
         # `#_` keeps browsers from re-attaching a fragment of the request (RFC 9700 §4.1.3)
-        response = redirect(_with_query(redirect_uri, fields) + "#_", code=303)
+        response = redirect(with_query(redirect_uri, fields) + "#_", code=303)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response

@@ -190,6 +190,7 @@ def openid_configuration() -> ResponseReturnValue:
         "issuer": issuer,
         "authorization_endpoint": issuer + "/oauth/authorize",
         "token_endpoint": issuer + "/oauth/token",
+        "end_session_endpoint": issuer + "/oauth/logout",
         "revocation_endpoint": issuer + "/oauth/revoke",
         "userinfo_endpoint": issuer + "/userinfo",
         "jwks_uri": issuer + "/.well-known/jwks.json",
@@ -199,6 +200,8 @@ def openid_configuration() -> ResponseReturnValue:
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "prompt_values_supported": ["none", "login", "consent"],
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "subject_types_supported": ["public"],
         "scopes_supported": list(scopes.STANDARD_SCOPES),
         "claims_supported": [

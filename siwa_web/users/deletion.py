@@ -27,6 +27,7 @@ from ..models.base import now_utc
 from ..oauth.refresh import revoke_family
 from ..oauth.refresh import revoke_user_families
 from . import audit
+from .sign_out import end_sessions
 from .sign_out import end_web_sessions
 
 
@@ -90,12 +91,8 @@ def unlink_identity(user_id: str, identity_id: str, *, keep_session: str | None)
         raise LastIdentity(identity_id)
     _move_email_off(identities, target)
     revocations = [queue_revocation(t, user_id) for t in target.apple_tokens]
-    ended = db.session.execute(
-        update(WebSession)
-        .where(WebSession.identity_id == target.id, WebSession.revoked_at.is_(None),
-               WebSession.id != (keep_session or ""))
-        .values(revoked_at=now_utc(), revoked_reason="Apple ID unlinked")
-    ).rowcount
+    ended = len(end_sessions(WebSession.identity_id == target.id,
+                             WebSession.id != (keep_session or ""), reason="Apple ID unlinked"))
     families = db.session.scalars(
         select(TokenFamily).where(TokenFamily.identity_id == target.id,
                                   TokenFamily.revoked_at.is_(None))

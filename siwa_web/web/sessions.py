@@ -23,6 +23,7 @@ from flask.sessions import SessionMixin
 from flask_login import login_user
 from flask_login import logout_user
 from sqlalchemy import select
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..infra.crypto import new_token
 from ..infra.crypto import token_hash
@@ -32,6 +33,7 @@ from ..models import AppleIdentity
 from ..models import User
 from ..models import WebSession
 from ..models.base import now_utc
+from ..users.sign_out import end_sessions
 
 
 def start(user: User, identity: AppleIdentity | None) -> WebSession:
@@ -61,9 +63,10 @@ def current() -> WebSession | None:
 def end_current(reason: str = "logout") -> None:
     """Revoke this browser's session row and clear its cookie; caller commits."""
     row = current()
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = now_utc()
-        row.revoked_reason = reason
+    if row is not None and row.revoked_at is None and end_sessions(WebSession.id == row.id,
+                                                                   reason=reason):
+        set_committed_value(row, "revoked_at", now_utc())
+        set_committed_value(row, "revoked_reason", reason)
     logout_user()
     session.clear()
 

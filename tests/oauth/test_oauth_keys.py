@@ -119,8 +119,10 @@ def test_discovery_document(client):
     assert doc["authorization_response_iss_parameter_supported"] is True
     assert doc["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic", "client_secret_post", "none"]
-    # not implemented yet, so not claimed
-    assert "end_session_endpoint" not in doc and "backchannel_logout_supported" not in doc
+    assert doc["end_session_endpoint"] == ISSUER + "/oauth/logout"
+    assert doc["backchannel_logout_supported"] is True
+    assert doc["backchannel_logout_session_supported"] is True
+    assert "frontchannel_logout_supported" not in doc  # not implemented, so not claimed
 
 
 def test_jwks_is_cacheable_but_tokens_are_not(client, native_session):
