@@ -31,6 +31,8 @@ def check_registrable(uri: str, *, production: bool, what: str = "redirect URI")
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise RedirectUriError(f"{what} {uri!r} must be an absolute https:// URL")
+    if not parts.hostname:  # `https://:443/cb` has a netloc but no host
+        raise RedirectUriError(f"{what} {uri!r} must name a host")
     if "@" in parts.netloc:
         raise RedirectUriError(f"{what} {uri!r} must not contain user information (@)")
     if "\\" in uri or "%2e" in uri.lower() or any(
