@@ -28,7 +28,10 @@ def check_registrable(uri: str, *, production: bool, what: str = "redirect URI")
         raise RedirectUriError(f"{what} {uri!r} must not contain a fragment (#)")
     if "*" in uri:
         raise RedirectUriError(f"{what} {uri!r} must not contain wildcards")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unclosed `[` of an IPv6 host, a netloc altered by NFKC
+        raise RedirectUriError(f"{what} {uri!r} is not a valid URL") from exc
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise RedirectUriError(f"{what} {uri!r} must be an absolute https:// URL")
     if not parts.hostname:  # `https://:443/cb` has a netloc but no host

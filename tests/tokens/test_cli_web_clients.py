@@ -99,6 +99,8 @@ def test_a_public_web_client_has_no_secret(app, runner):
     (["--redirect-uri", "javascript:alert(1)"], "absolute https://"),
     (["--redirect-uri", "data:text/html,<script>alert(1)</script>"], "absolute https://"),
     (["--redirect-uri", "https://:443/cb"], "must name a host"),
+    (["--redirect-uri", "https://[::1/cb"], "is not a valid url"),
+    (["--redirect-uri", "https://evil.example\uff20app.example/cb"], "is not a valid url"),
     (["--redirect-uri", "https://app.example:99999/cb"], "invalid port"),
     ([], "needs at least one --redirect-uri"),
     (["--redirect-uri", APP_REDIRECT, "--post-logout-redirect-uri", "https://app.example/#x"],
