@@ -193,7 +193,9 @@ def rotate_secret(session: DbSession, client_id: str) -> str:
     client = session.get(Client, client_id)
     if client is None:
         raise ClientError(f"no client with id {client_id}")
-    if client.kind != WEB or client.secret_hash is None:
+    if client.kind != WEB:
+        raise ClientError(f"{client_id} is a native app: it has no secret to rotate")
+    if client.secret_hash is None:
         raise ClientError(f"{client_id} is a public client: it has no secret to rotate")
     secret = new_token(SECRET_BYTES)
     client.secret_hash = token_hash(secret)

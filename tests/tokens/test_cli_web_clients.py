@@ -192,6 +192,7 @@ def test_rotate_secret_retires_the_old_secret_at_the_token_endpoint(
 
 @pytest.mark.parametrize("kind, message", [
     ("public web", "public client: it has no secret to rotate"),
+    ("native", "native app: it has no secret to rotate"),
     ("unknown", "no client with id cli_nope"),
 ])
 def test_rotate_secret_refuses_clients_without_a_secret(app, runner, kind, message):
