@@ -110,8 +110,9 @@ def delete_client(client_id: str, yes: bool) -> None:
     if client is None:
         raise click.ClickException(f"no client with id {client_id}")
     if not yes:
-        click.confirm(f"Delete {client.name} ({client.bundle_id}) and sign out all its users?",
-                      abort=True)
+        # A web app has no bundle id: name it by where it receives codes.
+        where = client.bundle_id or ", ".join(client.redirect_uris or ())
+        click.confirm(f"Delete {client.name} ({where}) and sign out all its users?", abort=True)
     db.session.delete(client)
     db.session.commit()
     click.echo(f"deleted {client_id}")

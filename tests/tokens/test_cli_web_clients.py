@@ -223,3 +223,12 @@ def test_list_shows_each_clients_type(runner):
     assert [(c["name"], c["type"]) for c in listed] == [
         ("iOS", "native"), ("Example Web", "web"), ("Example Web", "web")]
     assert [c.get("public") for c in listed] == [None, False, True]
+
+
+def test_delete_asks_about_a_web_client_by_its_name_and_redirect_uri(app, runner):
+    client_id = create_web(runner)["client_id"]
+    result = runner.invoke(args=["clients", "delete", client_id], input="n\n")
+    assert result.exit_code != 0
+    assert "Example Web" in result.output and APP_REDIRECT in result.output
+    assert "None" not in result.output
+    assert stored_clients(app) == 1
