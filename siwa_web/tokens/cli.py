@@ -15,8 +15,16 @@ from ..oauth import clients as client_registry
 from ..oauth import keys as key_store
 from .extension import server
 
-clients_cli = AppGroup(
-    "clients", help="Manage the apps that get siwa-web's tokens: native apps and web apps.")
+clients_cli = AppGroup("clients", help="""Manage the apps that get siwa-web's tokens.
+
+Native apps (iOS) exchange Apple's authorization code at /oauth/token; web apps sign people in
+through /oauth/authorize and redeem the code at /oauth/token.
+
+Every command works on the database of SQLALCHEMY_DATABASE_URI (SIWA_SQLALCHEMY_DATABASE_URI),
+read like every setting: defaults, then instance/config.py, then SIWA_* variables. `create` also
+reads ENV (SIWA_ENV). Changes apply to the next request of every worker: clients are read from
+the database on each request, never cached.
+""")
 keys_cli = AppGroup("keys", help="Manage the keys that sign our tokens.")
 
 
@@ -41,7 +49,8 @@ def _echo_json(data) -> None:
 @click.option("--first-party", is_flag=True,
               help="Web apps: your own app; people are not asked for consent.")
 @click.option("--audience", "audiences", multiple=True,
-              help="An API the app may get tokens for (repeatable); our own API always.")
+              help="An API the app may get tokens for (repeatable); our own API "
+                   "(DEFAULT_AUDIENCE) always.")
 @click.option("--scope", "api_scopes", multiple=True,
               help="An API scope the app may request (repeatable), besides the OpenID ones.")
 def create_client(
@@ -49,7 +58,17 @@ def create_client(
     logout_uris: tuple[str, ...], backchannel_logout_uri: str | None, public: bool,
     first_party: bool, audiences: tuple[str, ...], api_scopes: tuple[str, ...],
 ) -> None:
-    """Register an app and print it as JSON (a web app's secret is shown this once)."""
+    """Register an app and print it as JSON.
+
+    A native app needs --bundle-id. A web app needs at least one --redirect-uri and, unless
+    --public, gets a client secret: it is shown once, in this output, and stored only as a
+    SHA-256 hash (if it is lost, use rotate-secret).
+
+    Redirect, post-logout and back-channel logout URIs must be absolute https URLs with a host,
+    without fragment, user information (@), wildcards, dot segments, spaces or control
+    characters; requests must then present them exactly. Plain http is accepted only for
+    localhost and loopback addresses, and only when ENV (SIWA_ENV) is not production.
+    """
     web_only = {"--redirect-uri": redirect_uris, "--post-logout-redirect-uri": logout_uris,
                 "--backchannel-logout-uri": backchannel_logout_uri, "--public": public,
                 "--first-party": first_party}
@@ -86,7 +105,12 @@ def create_client(
 @clients_cli.command("rotate-secret")
 @click.argument("client_id")
 def rotate_secret(client_id: str) -> None:
-    """Give a confidential web app a new secret (printed once); the old one stops working."""
+    """Give a confidential web app a new secret and print it once.
+
+    The old secret stops working as soon as this command ends (there is no overlap): give the
+    app its new secret at once. Public web apps and native apps have no secret and are refused.
+    Reads only the database.
+    """
     try:
         secret = client_registry.rotate_secret(db.session, client_id)
     except client_registry.ClientError as exc:
@@ -97,7 +121,10 @@ def rotate_secret(client_id: str) -> None:
 
 @clients_cli.command("list")
 def list_clients() -> None:
-    """Print every registered app as a JSON list."""
+    """Print every registered app, with its type, as a JSON list.
+
+    Shows each app's settings, never a secret nor its hash. Reads only the database.
+    """
     _echo_json([client_registry.as_dict(c) for c in client_registry.all_clients(db.session)])
 
 
@@ -105,7 +132,11 @@ def list_clients() -> None:
 @click.argument("client_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_client(client_id: str, yes: bool) -> None:
-    """Delete an app; every session (refresh-token family) of it ends at once."""
+    """Delete an app and sign its users out of it.
+
+    Every session (token family) of the app ends at once, with its access and refresh tokens,
+    and its pending codes and consents go too. Asks first unless --yes. Reads only the database.
+    """
     client = db.session.get(Client, client_id)
     if client is None:
         raise click.ClickException(f"no client with id {client_id}")

@@ -232,3 +232,25 @@ def test_delete_asks_about_a_web_client_by_its_name_and_redirect_uri(app, runner
     assert "Example Web" in result.output and APP_REDIRECT in result.output
     assert "None" not in result.output
     assert stored_clients(app) == 1
+
+
+def test_help_says_what_each_command_does_and_which_settings_it_reads(runner):
+    def help_of(*command: str) -> str:
+        result = invoke(runner, "clients", *command, "--help")
+        assert result.exit_code == 0
+        return " ".join(result.output.split())  # as read, whatever the wrapping
+
+    group = invoke(runner, "clients", "--help").output
+    for command in ("create", "rotate-secret", "list", "delete"):
+        line = next(line for line in group.splitlines() if line.strip().startswith(command + " "))
+        assert len(line.split(None, 1)[1]) > 15, line  # a description, not a stub
+    assert "SIWA_SQLALCHEMY_DATABASE_URI" in help_of() and "SIWA_ENV" in help_of()
+    create = help_of("create")
+    assert "SIWA_ENV" in create and "not production" in create and "https" in create
+    assert "shown once" in create and "SHA-256" in create
+    rotate = help_of("rotate-secret")
+    assert "old secret stops working" in rotate and "confidential" in rotate
+    assert "Reads only the database" in rotate
+    listing = help_of("list")
+    assert "never a secret" in listing and "type" in listing
+    assert "--yes" in help_of("delete") and "Reads only the database" in help_of("delete")
