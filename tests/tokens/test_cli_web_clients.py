@@ -11,11 +11,15 @@ from sqlalchemy import text
 
 from siwa_web import create_app
 from siwa_web.infra.extensions import db
+from support.tokens import bearer
+from support.tokens import rows_without_audit
+from support.web import csrf_token
 from support.web import sign_in
 from support.webapps import APP_REDIRECT
 from support.webapps import WebApp
 from support.webapps import answer
 from support.webapps import authorize_params
+from support.webapps import basic
 from support.webapps import pkce
 from support.webapps import redeem
 
@@ -232,6 +236,32 @@ def test_delete_asks_about_a_web_client_by_its_name_and_redirect_uri(app, runner
     assert "Example Web" in result.output and APP_REDIRECT in result.output
     assert "None" not in result.output
     assert stored_clients(app) == 1
+
+
+def test_delete_ends_a_web_apps_tokens_codes_and_consents(app, runner, client, fake_apple):
+    created = create_web(runner)  # third party: asks for consent
+    webapp = WebApp(created["client_id"], created["client_secret"], APP_REDIRECT)
+    sign_in(client, fake_apple)
+    verifier, challenge = pkce()
+    params = authorize_params(webapp, challenge, scope="openid offline_access")
+    handle = client.get("/oauth/authorize", query_string=params).headers["Location"].split(
+        "request=")[1]
+    back = answer(client.post("/oauth/authorize/consent", data={
+        "request": handle, "decision": "allow", "csrf_token": csrf_token(client)}))
+    tokens = redeem(client, webapp, back["code"], verifier).get_json()
+    unused_code = answer(client.get("/oauth/authorize", query_string=params))["code"]
+
+    result = invoke(runner, "clients", "delete", webapp.client_id, "--yes")
+    assert result.exit_code == 0, result.output
+    counts = rows_without_audit(app)
+    assert counts["clients"] == counts["token_families"] == counts["refresh_tokens"] == 0
+    assert counts["authorization_codes"] == counts["consents"] == 0
+    assert client.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.get("/userinfo", headers=bearer(tokens["access_token"])).status_code == 401
+    refreshed = client.post("/oauth/token", headers=basic(webapp), data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 401
+    assert redeem(client, webapp, unused_code, verifier).status_code == 401
 
 
 def test_help_says_what_each_command_does_and_which_settings_it_reads(runner):
