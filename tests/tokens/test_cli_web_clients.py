@@ -250,6 +250,8 @@ def test_delete_ends_a_web_apps_tokens_codes_and_consents(app, runner, client, f
         "request": handle, "decision": "allow", "csrf_token": csrf_token(client)}))
     tokens = redeem(client, webapp, back["code"], verifier).get_json()
     unused_code = answer(client.get("/oauth/authorize", query_string=params))["code"]
+    for path in ("/api/me", "/userinfo"):  # what a worker may now remember about the token
+        assert client.get(path, headers=bearer(tokens["access_token"])).status_code == 200
 
     result = invoke(runner, "clients", "delete", webapp.client_id, "--yes")
     assert result.exit_code == 0, result.output
