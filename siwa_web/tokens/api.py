@@ -23,7 +23,7 @@ def _claims(principal: Principal, granted: frozenset[str]) -> dict[str, Any]:
     return {"sub": profile.user_id, **profile.claims(granted)}
 
 
-@bp.get("/userinfo")
+@bp.route("/userinfo", methods=["GET", "POST"])  # OIDC Core §5.3: both
 @require_token(scopes.OPENID)
 def userinfo() -> ResponseReturnValue:
     """Return the signed-in user's claims (OpenID Connect Core §5.3)."""

@@ -44,6 +44,9 @@ def test_a_signed_in_browser_gets_a_code_without_apple_and_the_app_gets_tokens(
     assert "refresh_token" not in body  # no offline_access asked
     me = client.get("/api/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200 and me.get_json()["sub"] == id_token["sub"]
+    for method in (client.get, client.post):  # UserInfo answers GET and POST (OIDC Core §5.3)
+        info = method("/userinfo", headers=bearer(body["access_token"]))
+        assert info.status_code == 200 and info.get_json()["sub"] == id_token["sub"]
 
 
 def test_the_code_is_single_use_and_a_replay_revokes_what_it_issued(app, client, fake_apple):

@@ -73,7 +73,7 @@ def test_every_url_is_under_the_issuer(client):
     assert doc["issuer"] == ISSUER
     urls = {k: v for k, v in doc.items() if k.endswith(("_endpoint", "_uri"))}
     assert set(urls) == {"authorization_endpoint", "token_endpoint", "revocation_endpoint",
-                         "userinfo_endpoint", "jwks_uri"}
+                         "userinfo_endpoint", "jwks_uri", "end_session_endpoint"}
     assert all(url.startswith(ISSUER + "/") for url in urls.values())
 
 
@@ -111,9 +111,7 @@ def test_the_published_keys_are_of_the_advertised_algorithm(signing_alg, client,
 
 
 UNIMPLEMENTED = {
-    "end_session_endpoint", "check_session_iframe", "frontchannel_logout_supported",
-    "backchannel_logout_supported", "backchannel_logout_session_supported",
-    "registration_endpoint", "introspection_endpoint", "device_authorization_endpoint",
+    "check_session_iframe", "frontchannel_logout_supported", "registration_endpoint", "introspection_endpoint", "device_authorization_endpoint",
     "pushed_authorization_request_endpoint", "request_object_signing_alg_values_supported",
     "userinfo_signing_alg_values_supported", "acr_values_supported",
 }
@@ -121,6 +119,14 @@ UNIMPLEMENTED = {
 
 def test_nothing_unimplemented_is_claimed(client):
     assert UNIMPLEMENTED.isdisjoint(discovery(client))
+
+
+def test_logout_is_listed_and_its_endpoint_answers(client):
+    doc = discovery(client)
+    assert doc["backchannel_logout_supported"] is True
+    assert doc["backchannel_logout_session_supported"] is True
+    page = client.get(_path(doc["end_session_endpoint"]))
+    assert page.status_code == 200 and "signed out" in page.get_data(as_text=True)
 
 
 def test_what_would_default_to_supported_is_said_to_be_unsupported(client):
