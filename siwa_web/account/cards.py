@@ -11,6 +11,8 @@ from datetime import timedelta
 
 from flask import Flask
 from flask import current_app
+from sqlalchemy import and_
+from sqlalchemy import case
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
@@ -20,10 +22,13 @@ from ..infra.extensions import db
 from ..models import AppleIdentity
 from ..models import AuditEvent
 from ..models import Client
+from ..models import Consent
 from ..models import TokenFamily
 from ..models import User
 from ..models import WebSession
 from ..models.base import now_utc
+from ..oauth.clients import NATIVE
+from ..oauth.clients import WEB
 from ..web import sessions
 from .devices import Device
 from .devices import describe
@@ -39,6 +44,12 @@ SCOPE_NAMES = {
 EVENT_TITLES = {
     "web_login": "Signed in on the web",
     "web_logout": "Signed out on the web",
+    "web_app_code": "Signed in to a web app",
+    "consent_granted": "Allowed a web app",
+    "consent_denied": "Refused a web app",
+    "app_disconnected": "Disconnected a web app",
+    "backchannel_logout_sent": "A web app was told you signed out",
+    "backchannel_logout_failed": "A web app could not be told you signed out (retrying)",
     "identity_linked": "Linked an Apple ID",
     "identity_unlinked": "Removed an Apple ID",
     "session_revoked": "Signed out a web session",
@@ -92,6 +103,19 @@ class WebSessionCard:
     last_seen_at: datetime
     is_current: bool
     via: str | None  # short sub of the Apple ID it signed in with
+    apps: tuple[str, ...] = ()  # web apps that signed in through this session
+
+
+@dataclass(frozen=True)
+class ConnectedAppCard:
+    """A web app the person signed in to through siwa-web."""
+
+    client_id: str
+    name: str
+    scopes: list[str]
+    first_used: datetime
+    last_used: datetime
+    signed_in: int  # live sign-ins (refresh-token families) of it
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,7 @@ class Overview:
     identities: list[IdentityCard]
     web_sessions: list[WebSessionCard]
     app_sessions: list[AppSessionCard]
+    connected_apps: list[ConnectedAppCard]
     activity: list[ActivityItem]
     more_activity: bool
 
@@ -156,6 +181,7 @@ def overview(user: User, current_session_id: str | None) -> Overview:
         identities=_identity_cards(user.id, identities),
         web_sessions=web_sessions(user.id, current_session_id, identities),
         app_sessions=app_sessions(user.id),
+        connected_apps=connected_apps(user.id),
         activity=activity[:RECENT_ACTIVITY],
         more_activity=len(activity) > RECENT_ACTIVITY,
     )
@@ -261,14 +287,16 @@ def web_sessions(user_id: str, current_session_id: str | None,
         .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
         .order_by(WebSession.last_seen_at.desc())
     ).all()
+    live = [row for row in rows if sessions.is_alive(row)]
+    apps = _apps_by_session([row.id for row in live])
     cards = [
         WebSessionCard(
             id=row.id, device=describe(row.user_agent), ip=row.ip, created_at=row.created_at,
             last_seen_at=row.last_seen_at, is_current=row.id == current_session_id,
             via=subs.get(row.identity_id) if row.identity_id else None,
+            apps=tuple(apps.get(row.id, ())),
         )
-        for row in rows
-        if sessions.is_alive(row)
+        for row in live
     ]
     return sorted(cards, key=lambda c: not c.is_current)
 
@@ -280,8 +308,10 @@ def app_sessions(user_id: str) -> list[AppSessionCard]:
     rows = db.session.scalars(
         select(TokenFamily)
         .options(joinedload(TokenFamily.client))
+        .join(Client, Client.id == TokenFamily.client_id)
         .where(
             TokenFamily.user_id == user_id,
+            Client.kind == NATIVE,  # web apps are listed under Connected apps
             TokenFamily.revoked_at.is_(None),
             TokenFamily.expires_at > now,
             TokenFamily.last_used_at > now - idle,
@@ -297,6 +327,66 @@ def app_sessions(user_id: str) -> list[AppSessionCard]:
         )
         for row in rows
     ]
+
+
+def _apps_by_session(session_ids: list[str]) -> dict[str, list[str]]:
+    """Names of the web apps each session signed in to, in the order they did."""
+    if not session_ids:
+        return {}
+    rows = db.session.execute(
+        select(TokenFamily.web_session_id, Client.name)
+        .join(Client, Client.id == TokenFamily.client_id)
+        .where(TokenFamily.web_session_id.in_(session_ids))
+        .order_by(TokenFamily.created_at)
+    ).all()
+    found: dict[str, list[str]] = {}
+    for session_id, name in rows:
+        names = found.setdefault(session_id, [])
+        if name not in names:
+            names.append(name)
+    return found
+
+
+def connected_apps(user_id: str) -> list[ConnectedAppCard]:
+    """Web apps the user allowed (consent) or is signed in to, most recently used first."""
+    now = now_utc()
+    live = and_(TokenFamily.revoked_at.is_(None), TokenFamily.expires_at > now)
+    families = db.session.execute(
+        select(TokenFamily.client_id, func.min(TokenFamily.created_at),
+               func.max(TokenFamily.last_used_at),
+               func.sum(case((live, 1), else_=0)))
+        .join(Client, Client.id == TokenFamily.client_id)
+        .where(TokenFamily.user_id == user_id, Client.kind == WEB)
+        .group_by(TokenFamily.client_id)
+    ).all()
+    use = {cid: (first, last, int(n or 0)) for cid, first, last, n in families}
+    granted = {row.client_id: row for row in db.session.scalars(
+        select(Consent).where(Consent.user_id == user_id))}
+    wanted = {cid for cid, (_, _, n) in use.items() if n} | set(granted)
+    if not wanted:
+        return []
+    clients_by_id = {c.id: c for c in db.session.scalars(
+        select(Client).where(Client.id.in_(wanted)))}
+    cards = []
+    for client_id in wanted:
+        client, consent = clients_by_id.get(client_id), granted.get(client_id)
+        if client is None:
+            continue
+        first, last, count = use.get(client_id, (None, None, 0))
+        scope = consent.scope if consent else " ".join(sorted(_family_scopes(user_id, client_id)))
+        firsts = [t for t in (first, consent.created_at if consent else None) if t]
+        lasts = [t for t in (last, consent.updated_at if consent else None) if t]
+        cards.append(ConnectedAppCard(
+            client_id=client_id, name=client.name,
+            scopes=[SCOPE_NAMES.get(s, s) for s in scope.split()],
+            first_used=min(firsts), last_used=max(lasts), signed_in=count))
+    return sorted(cards, key=lambda c: c.last_used, reverse=True)
+
+
+def _family_scopes(user_id: str, client_id: str) -> set[str]:
+    rows = db.session.scalars(select(TokenFamily.scope).where(
+        TokenFamily.user_id == user_id, TokenFamily.client_id == client_id)).all()
+    return {s for scope in rows for s in scope.split()}
 
 
 def activity_page(user_id: str, page: int) -> ActivityPage:

@@ -34,6 +34,7 @@ from ..oauth.refresh import revoke_family
 from ..oauth.refresh import revoke_user_families
 from ..users import audit
 from ..users import deletion
+from ..users import sign_out
 from ..users.sign_out import end_sessions
 from ..users.sign_out import end_web_sessions
 from ..web import sessions
@@ -170,6 +171,22 @@ def confirm_unlink(identity_id: str) -> ResponseReturnValue:
     count = cards.identity_count(_user_id())
     return render_template("dashboard/unlink.html", identity=cards.identity_card(identity),
                            is_last=count < 2)
+
+
+@bp.post("/connected/<client_id>/disconnect")
+@login_required
+def disconnect_app(client_id: str) -> ResponseReturnValue:
+    """Disconnect a web app: forget the consent, end its sign-ins, tell it (back-channel)."""
+    card = next((c for c in cards.connected_apps(_user_id()) if c.client_id == client_id), None)
+    if card is None:
+        abort(404)
+    ended = sign_out.disconnect_app(_user_id(), client_id)
+    audit.record("app_disconnected", user_id=_user_id(), client_id=client_id,
+                 details={"sign_ins_ended": ended})
+    db.session.commit()
+    flash(f"{card.name} is disconnected. It has to ask you again before it can sign you in.",
+          "success")
+    return _back()
 
 
 @bp.post("/identities/<identity_id>/unlink")

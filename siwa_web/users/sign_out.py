@@ -26,6 +26,7 @@ from ..models import Client
 from ..models import TokenFamily
 from ..models import WebSession
 from ..models.base import now_utc
+from ..oauth import consents
 from ..oauth.refresh import revoke_family_id
 from ..oauth.scopes import OFFLINE_ACCESS
 
@@ -82,3 +83,25 @@ def _queue_logouts(session_ids: list[str]) -> None:
         db.session.add_all(rows)
         db.session.flush()
         db.session.info.setdefault(PENDING_LOGOUTS, []).extend(r.id for r in rows)
+
+
+def disconnect_app(user_id: str, client_id: str) -> int:
+    """Disconnect a web app: forget what the user allowed it, end every sign-in of it and tell
+    it by back-channel logout (one token per siwa-web session it signed in through).
+    Returns how many live sign-ins ended. Caller commits."""
+    consents.forget(db.session, user_id, client_id)
+    families = db.session.execute(
+        select(TokenFamily.id, TokenFamily.web_session_id)
+        .where(TokenFamily.user_id == user_id, TokenFamily.client_id == client_id)
+    ).all()
+    ended = sum(1 for family_id, _ in families
+                if revoke_family_id(db.session, family_id, "app disconnected") is not None)
+    sids = sorted({sid for _, sid in families if sid is not None})
+    backchannel = db.session.scalar(select(Client.backchannel_logout_uri).where(
+        Client.id == client_id, Client.disabled_at.is_(None)))
+    if backchannel and sids:
+        rows = [BackchannelLogout(client_id=client_id, user_id=user_id, sid=sid) for sid in sids]
+        db.session.add_all(rows)
+        db.session.flush()
+        db.session.info.setdefault(PENDING_LOGOUTS, []).extend(r.id for r in rows)
+    return ended
