@@ -93,7 +93,8 @@ def flask_example(live_server, monkeypatch):
 
         monkeypatch.setattr(module.oauth.siwa, "userinfo", userinfo)
         server = make_server(HOST, port, module.app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         servers.append(server)
         return RunningExample(url, module, client, calls)
 
