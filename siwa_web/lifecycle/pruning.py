@@ -13,8 +13,11 @@ from sqlalchemy import or_
 
 from ..infra.extensions import db
 from ..models import AuditEvent
+from ..models import AuthorizationCode
+from ..models import BackchannelLogout
 from ..models import LoginTransaction
 from ..models import NotificationEvent
+from ..models import PendingAuthorization
 from ..models import PendingProfile
 from ..models import TokenFamily
 from ..models import WebSession
@@ -31,6 +34,15 @@ def prune() -> dict[str, int]:
         # a trip to Apple that ended (used or expired) more than a day ago
         "login_transactions": delete(LoginTransaction).where(
             LoginTransaction.expires_at < now - timedelta(days=1)),
+        # an app's authorization request that waited (for sign-in or consent) and ended
+        "pending_authorizations": delete(PendingAuthorization).where(
+            PendingAuthorization.expires_at < now - timedelta(days=1)),
+        # authorization codes live a minute; kept a day for replay detection, then gone
+        "authorization_codes": delete(AuthorizationCode).where(
+            AuthorizationCode.expires_at < now - timedelta(days=1)),
+        # back-channel logouts delivered long ago (undelivered ones stay for `outbox retry`)
+        "backchannel_logouts": delete(BackchannelLogout).where(
+            BackchannelLogout.sent_at < grace),
         # a name Apple sent for a sign-in that never completed
         "pending_profiles": delete(PendingProfile).where(PendingProfile.created_at < grace),
         "web_sessions": delete(WebSession).where(or_(

@@ -35,7 +35,7 @@ class Presented(NamedTuple):
 def presented(request: TokenRequest) -> Presented:
     """Read `client_id` and any secret. :raises InvalidRequestError, InvalidClientError:"""
     body_id, body_secret = request.client_id, request.get("client_secret")
-    basic = _basic_credentials(request.authorization)
+    basic = basic_credentials(request.authorization)
     if basic is None:
         return Presented(body_id, body_secret, POST if body_secret is not None else NONE)
     if body_secret is not None:
@@ -48,7 +48,7 @@ def presented(request: TokenRequest) -> Presented:
     return Presented(basic_id, basic_secret, BASIC)
 
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
     """`client_id:client_secret` of a Basic header, each form-urlencoded (RFC 6749 §2.3.1)."""
     if not header:
         return None

@@ -8,6 +8,7 @@ one: no normalisation, no case folding, no prefix or pattern matching.
 """
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 MAX_LENGTH = 2000
@@ -45,7 +46,7 @@ def check_registrable(uri: str, *, production: bool, what: str = "redirect URI")
     if parts.scheme == "http":
         if production:
             raise RedirectUriError(f"{what} {uri!r} must use https in production")
-        if host not in LOOPBACK_HOSTS and f"[{host}]" not in LOOPBACK_HOSTS:
+        if not is_loopback(host):
             raise RedirectUriError(
                 f"{what} {uri!r}: plain http is allowed only for localhost / loopback addresses")
     try:
@@ -53,6 +54,16 @@ def check_registrable(uri: str, *, production: bool, what: str = "redirect URI")
     except ValueError as exc:
         raise RedirectUriError(f"{what} {uri!r} has an invalid port") from exc
     return uri
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, or an address of the loopback range (127.0.0.0/8, ::1)."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def matches(presented: str | None, registered: tuple[str, ...] | list[str]) -> bool:

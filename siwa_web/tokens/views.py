@@ -93,7 +93,15 @@ def token_request() -> TokenRequest:
 
 
 def _client_key() -> str:
-    """The client_id of the request body, for the per-client limit ("" when absent)."""
+    """The client_id of the Basic header or the body, for the per-client limit ("" if none)."""
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        try:
+            basic = client_auth.basic_credentials(authorization)
+        except InvalidClientError:  # the view answers invalid_client
+            basic = None
+        if basic is not None:
+            return "client:" + basic[0][:64]
     if request.mimetype == "application/x-www-form-urlencoded":
         value = request.form.get("client_id")
     elif request.mimetype == "application/json":

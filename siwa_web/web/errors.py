@@ -12,6 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/", "/apple/")
+# Under /oauth/ but opened by a person's browser: they get our HTML page, not JSON.
+BROWSER_PREFIXES = ("/oauth/authorize", "/oauth/logout")
 
 
 def new_reference() -> str:
@@ -20,7 +22,8 @@ def new_reference() -> str:
 
 
 def wants_json() -> bool:
-    return request.path.startswith(JSON_PREFIXES)
+    path = request.path
+    return path.startswith(JSON_PREFIXES) and not path.startswith(BROWSER_PREFIXES)
 
 
 def render_error(status: int, title: str, message: str, action: str | None = None,

@@ -18,6 +18,7 @@ from ..errors import InvalidClientError
 from ..errors import InvalidGrantError
 from ..errors import InvalidRequestError
 from ..profile import Profile
+from .authorization_code import AMR
 from .base import BaseGrant
 
 
@@ -100,4 +101,5 @@ class RefreshTokenGrant(BaseGrant):
             profile=profile, audience=row.audience, scopes=self.scopes, family_id=row.family_id,
             auth_time=int(row.family_auth_time.timestamp()), refresh_token=rotation.refresh_token,
             session_id=row.web_session_id,
+            amr=AMR if row.web_session_id is not None else None,
         )
