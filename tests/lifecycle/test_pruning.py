@@ -70,3 +70,40 @@ def test_starting_sign_ins_is_rate_limited_per_ip(app, client):
     assert count(app, LoginTransaction) == limit
     other = client.get("/auth/apple/login", environ_base={"REMOTE_ADDR": "198.51.100.7"})
     assert other.status_code == 303
+
+
+def test_prune_removes_the_code_flows_dead_rows(app, client, runner, fake_apple):
+    """Answered or expired authorization requests, old codes and delivered logouts go;
+    a live code, a waiting request and an undelivered logout stay."""
+    from siwa_web.models import AuthorizationCode
+    from siwa_web.models import BackchannelLogout
+    from siwa_web.models import PendingAuthorization
+    from support.webapps import authorize_params
+    from support.webapps import pkce
+    from support.webapps import register
+
+    webapp = register(app)
+    _, challenge = pkce()
+    client.get("/oauth/authorize", query_string=authorize_params(webapp, challenge))
+    sign_in(client, fake_apple)
+    client.get("/oauth/authorize", query_string=authorize_params(webapp, challenge))
+    with app.app_context():
+        db.session.add_all([
+            BackchannelLogout(client_id=webapp.client_id, sid="s1", sent_at=now_utc()),
+            BackchannelLogout(client_id=webapp.client_id, sid="s2")])
+        db.session.commit()
+    assert (count(app, PendingAuthorization), count(app, AuthorizationCode)) == (1, 1)
+    assert runner.invoke(args=["prune"]).exit_code == 0
+    assert (count(app, PendingAuthorization), count(app, AuthorizationCode),
+            count(app, BackchannelLogout)) == (1, 1, 2)  # nothing is old yet
+    age(app, PendingAuthorization, 2, expires_at=True)
+    age(app, AuthorizationCode, 2, expires_at=True)
+    age(app, BackchannelLogout, 400, sent_at=True, created_at=True)
+    with app.app_context():  # the undelivered one keeps waiting for `outbox retry`
+        db.session.execute(update(BackchannelLogout).where(BackchannelLogout.sid == "s2")
+                           .values(sent_at=None))
+        db.session.commit()
+    result = runner.invoke(args=["prune"])
+    assert result.exit_code == 0, result.output
+    assert (count(app, PendingAuthorization), count(app, AuthorizationCode),
+            count(app, BackchannelLogout)) == (0, 0, 1)

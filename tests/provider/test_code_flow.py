@@ -151,3 +151,37 @@ def test_prompt_login_asks_for_a_fresh_apple_sign_in(app, client, fake_apple):
         newest = db.session.query(WebSession).order_by(WebSession.created_at.desc()).first()
         assert claims["sid"] == newest.id
     assert claims["auth_time"] == int(newest.auth_time.timestamp())
+
+
+def test_a_refresh_keeps_the_sign_ins_auth_time_sid_and_amr(app, client, fake_apple):
+    sign_in(client, fake_apple)
+    webapp = register(app)
+    verifier, challenge = pkce()
+    back = answer(client.get("/oauth/authorize", query_string=authorize_params(
+        webapp, challenge, scope="openid offline_access")))
+    first = redeem(client, webapp, back["code"], verifier).get_json()
+    again = client.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        headers=basic(webapp)).get_json()
+    one = decode(client, first["id_token"], audience=webapp.client_id, issuer=ISSUER)
+    two = decode(client, again["id_token"], audience=webapp.client_id, issuer=ISSUER)
+    assert (two["auth_time"], two["sid"], two["amr"]) == (one["auth_time"], one["sid"], ["fed"])
+    assert "nonce" not in two
+
+
+def test_a_public_client_on_a_loopback_address_signs_in_without_a_secret(app, client, fake_apple):
+    sign_in(client, fake_apple)
+    webapp = register(app, public=True, redirect_uris=("http://127.0.0.2:8001/cb",))
+    assert webapp.secret is None
+    verifier, challenge = pkce()
+    back = answer(client.get("/oauth/authorize", query_string=authorize_params(webapp, challenge)))
+    assert back["_to"] == "http://127.0.0.2:8001/cb"
+    assert redeem(client, webapp, back["code"], verifier).status_code == 200
+
+
+def test_errors_under_the_authorization_endpoint_are_pages_for_people(app, client):
+    app.config["RATELIMIT_AUTHORIZE_PER_IP"] = "1/minute"
+    client.get("/oauth/authorize")
+    limited = client.get("/oauth/authorize")
+    assert limited.status_code == 429
+    assert limited.mimetype == "text/html" and "<html" in limited.get_data(as_text=True)

@@ -6,6 +6,10 @@ from urllib.parse import parse_qs
 
 import jwt as pyjwt
 import pytest
+
+from siwa_web.infra.extensions import db
+from siwa_web.models import BackchannelLogout
+from siwa_web.models import WebSession
 from support.apple import DEFAULT_SUB
 from support.tokens import bearer
 from support.tokens import jwks_client_keys
@@ -14,13 +18,10 @@ from support.web import sign_in
 from support.webapps import ISSUER
 from support.webapps import answer
 from support.webapps import authorize_params
+from support.webapps import basic
 from support.webapps import pkce
 from support.webapps import redeem
 from support.webapps import register
-
-from siwa_web.infra.extensions import db
-from siwa_web.models import BackchannelLogout
-from siwa_web.models import WebSession
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_A = "https://app-a.example/backchannel"
@@ -150,3 +151,35 @@ def test_a_failed_delivery_stays_in_the_outbox_and_cron_retries_it(app, client, 
     assert "Back-channel logouts: 1 sent" in result.output
     with app.app_context():
         assert db.session.query(BackchannelLogout).filter_by(sent_at=None).count() == 0
+
+
+def test_the_dashboard_lists_connected_apps_and_disconnect_ends_them(app, client, two_apps,
+                                                                      requests_mock):
+    a, b, ta, tb, sid, _ = two_apps
+    html = client.get("/dashboard").get_data(as_text=True)
+    assert 'id="connected-apps"' in html and "App A" in html and "App B" in html
+    assert "Signed in to App A, App B" in html  # the web session names its apps
+    response = client.post(f"/dashboard/connected/{b.client_id}/disconnect",
+                           data={"csrf_token": csrf_token(client)},
+                           headers={"Sec-Fetch-Site": "same-origin"})
+    assert response.status_code in (302, 303)
+    [token] = logout_tokens(requests_mock, LOGOUT_B)
+    check_logout_token(client, token, audience=b.client_id, sid=sid,
+                       sub=pyjwt.decode(tb["id_token"], options={"verify_signature": False})["sub"])
+    assert client.get("/api/me", headers=bearer(tb["access_token"])).status_code == 401
+    refreshed = client.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tb["refresh_token"]},
+        headers=basic(b))
+    assert refreshed.get_json()["error"] == "invalid_grant"
+    assert logout_tokens(requests_mock, LOGOUT_A) == []  # App A is untouched
+    assert client.get("/api/me", headers=bearer(ta["access_token"])).status_code == 200
+    html = client.get("/dashboard").get_data(as_text=True)
+    section = html[html.index('id="connected-apps"'):]
+    assert "App A" in section and "App B" not in section[:section.index("</section>")]
+
+
+def test_disconnect_of_an_app_that_is_not_connected_is_404(app, client, two_apps):
+    response = client.post("/dashboard/connected/cli_nope/disconnect",
+                           data={"csrf_token": csrf_token(client)},
+                           headers={"Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 404
