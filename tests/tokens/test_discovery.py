@@ -111,7 +111,8 @@ def test_the_published_keys_are_of_the_advertised_algorithm(signing_alg, client,
 
 
 UNIMPLEMENTED = {
-    "check_session_iframe", "frontchannel_logout_supported", "registration_endpoint", "introspection_endpoint", "device_authorization_endpoint",
+    "check_session_iframe", "frontchannel_logout_supported", "registration_endpoint",
+    "introspection_endpoint", "device_authorization_endpoint",
     "pushed_authorization_request_endpoint", "request_object_signing_alg_values_supported",
     "userinfo_signing_alg_values_supported", "acr_values_supported",
 }
