@@ -11,6 +11,7 @@ from ..infra.extensions import csrf
 from ..infra.nostore import no_store_json
 from ..oauth import Principal
 from ..oauth import scopes
+from .cors import cors
 from .protect import principal as current_principal
 from .protect import require_token
 
@@ -23,7 +24,9 @@ def _claims(principal: Principal, granted: frozenset[str]) -> dict[str, Any]:
     return {"sub": profile.user_id, **profile.claims(granted)}
 
 
-@bp.route("/userinfo", methods=["GET", "POST"])  # OIDC Core §5.3: both
+# OIDC Core §5.3: GET and POST; OPTIONS for single-page apps' preflights (tokens/cors.py).
+@bp.route("/userinfo", methods=["GET", "POST", "OPTIONS"], provide_automatic_options=False)
+@cors()
 @require_token(scopes.OPENID)
 def userinfo() -> ResponseReturnValue:
     """Return the signed-in user's claims (OpenID Connect Core §5.3)."""

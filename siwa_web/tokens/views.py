@@ -27,6 +27,7 @@ from ..oauth.errors import TooManyRequestsError
 from ..oauth.requests import TokenRequest
 from ..oauth.server import DB_UNAVAILABLE
 from . import ratelimits
+from .cors import cors
 from .extension import server
 
 bp = Blueprint("oauth", __name__)
@@ -158,7 +159,8 @@ def _challenge_in_the_clients_scheme(view: Callable[[], ResponseReturnValue]
 # --- endpoints -----------------------------------------------------------------------------------
 
 
-@bp.post("/oauth/token")
+@bp.route("/oauth/token", methods=["POST", "OPTIONS"], provide_automatic_options=False)
+@cors()
 @_challenge_in_the_clients_scheme
 def token() -> ResponseReturnValue:
     """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
@@ -168,7 +170,8 @@ def token() -> ResponseReturnValue:
     return no_store_json(body)
 
 
-@bp.post("/oauth/revoke")
+@bp.route("/oauth/revoke", methods=["POST", "OPTIONS"], provide_automatic_options=False)
+@cors()
 @_challenge_in_the_clients_scheme
 def revoke() -> ResponseReturnValue:
     """Revoke a refresh or access token (RFC 7009): 200 with an empty body."""
@@ -177,7 +180,8 @@ def revoke() -> ResponseReturnValue:
     return no_store(Response(status=200))
 
 
-@bp.get("/.well-known/jwks.json")
+@bp.route("/.well-known/jwks.json", methods=["GET", "OPTIONS"], provide_automatic_options=False)
+@cors(public=True)
 def jwks() -> ResponseReturnValue:
     """Publish the public keys that verify our tokens (retired ones until their tokens expire)."""
     try:
@@ -189,7 +193,9 @@ def jwks() -> ResponseReturnValue:
     return response
 
 
-@bp.get("/.well-known/openid-configuration")
+@bp.route("/.well-known/openid-configuration", methods=["GET", "OPTIONS"],
+          provide_automatic_options=False)
+@cors(public=True)
 def openid_configuration() -> ResponseReturnValue:
     """Describe this issuer truthfully: only what is implemented is listed."""
     settings = server().settings
