@@ -22,7 +22,10 @@ Environment (all optional; command-line flags still win over this file):
   GUNICORN_REUSE_PORT 0 to share one listening socket between the workers; by default each
                      worker listens on its own (SO_REUSEPORT) when every bind is a TCP address
                      and no socket is inherited (systemd activation, USR2 re-exec). See
-                     `on_starting` below.
+                     "Listening sockets" below.
+
+Reloading: `kill -HUP <master>` re-reads this file and replaces every worker without refusing
+or dropping a connection (tests/test_gunicorn_reload.py).
 """
 from __future__ import annotations
 
@@ -61,6 +64,35 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 
 
+# --- Listening sockets ------------------------------------------------------------------------
+#
+# One listening socket per worker (SO_REUSEPORT) lets the kernel spread new connections over the
+# workers. Without it every worker accept()s from one shared socket, and whichever is awake when
+# a burst of keep-alive connections arrives takes them all: a measured round sent all 16 of the
+# load generator's connections to one worker, which its GIL held to one core while three workers
+# idled (docs/performance.md, section 7).
+#
+# gunicorn's own `reuse_port` setting is not used for this: with it each worker binds its socket
+# after fork, and
+#   * SIGHUP re-reads this file, which resets the setting, and the master (which never bound a
+#     socket) forked the new workers with none: nothing listened any more;
+#   * even kept on, a stopping worker's socket stays in the kernel's group, and keeps receiving
+#     its share of new connections, until the worker has finished its requests in flight; the
+#     connections queued on it then are reset when it closes.
+# So the master binds the sockets itself, one per worker, once at start (`on_starting`), and hands
+# each worker it forks one of them (`pre_fork`): a worker replacing another (SIGHUP, a crash, a
+# kill) takes over the same socket with whatever connections wait on it. `pre_fork` runs before
+# every fork (start, reload, replacement) and decides from the sockets the master holds, not from
+# settings a reload re-reads, so nothing depends on which hooks a reload runs or in what order.
+# The sockets stay open while the server runs. Shared sockets (unix:, inherited,
+# GUNICORN_REUSE_PORT=0) are bound or inherited by gunicorn as usual and left alone.
+
+# On the arbiter, which outlives every reload of this file: one slot per worker, each a list of
+# listening sockets (one per bind address). On each worker: the slot it accepts from.
+SLOTS = "siwa_listener_slots"
+SLOT = "siwa_listener_slot"
+
+
 def reuse_port_is_safe(binds: list[str], environ: dict[str, str]) -> bool:
     """SO_REUSEPORT only for TCP addresses gunicorn binds itself (not unix:, fd://, systemd)."""
     choice = environ.get("GUNICORN_REUSE_PORT", "").strip().lower()
@@ -71,19 +103,115 @@ def reuse_port_is_safe(binds: list[str], environ: dict[str, str]) -> bool:
     return all(not b.startswith(("unix:", "fd://")) for b in binds)
 
 
-def on_starting(server) -> None:
-    """Let the kernel spread connections over the workers (gunicorn's `reuse_port`).
+class _ReusePort:
+    """gunicorn's settings with `reuse_port` on: its socket classes then bind with SO_REUSEPORT."""
 
-    Without it every worker accept()s from one shared socket, and whichever is awake when a
-    burst of keep-alive connections arrives takes them all: a measured round sent all 16 of
-    the load generator's connections to one worker, which its GIL held to one core while three
-    workers idled. With it each worker listens on its own socket and Linux hashes connections
-    across them. Decided here, once gunicorn's command line (`-b`) is applied.
+    reuse_port = True
+
+    def __init__(self, cfg) -> None:
+        self._cfg = cfg
+
+    def __getattr__(self, name: str):
+        return getattr(self._cfg, name)
+
+
+def _bind_slot(server, like: list | None = None) -> list:
+    """One listening socket per bind address; `like`: on exactly the addresses of that slot."""
+    from gunicorn import sock
+
+    conf = _ReusePort(server.cfg)
+    if like is None:
+        return sock.create_sockets(conf, server.log)
+    return [type(lnr)(lnr.getsockname(), conf, server.log) for lnr in like]  # port 0 too
+
+
+def _slots(server) -> list[list] | None:
+    """The per-worker sockets, while they are still the master's (None: sockets are shared)."""
+    slots = getattr(server, SLOTS, None)
+    if slots and not all(lnr in server.LISTENERS for slot in slots for lnr in slot):
+        if server.LISTENERS:  # else it is shutting down
+            # A reload with a new bind address: gunicorn closed them and bound shared sockets.
+            server.log.warning("New listening address: the workers share its socket from now on")
+        setattr(server, SLOTS, None)
+        return None
+    return slots
+
+
+def on_starting(server) -> None:
+    """Decide how the workers listen, once gunicorn's command line (`-b`) is applied; bind.
+
+    Runs in the master before it binds anything. Per-worker sockets: bind one per worker here;
+    gunicorn then binds nothing (its LISTENERS are set). Otherwise gunicorn binds or inherits the
+    shared sockets as usual.
     """
     import socket
 
-    wanted = hasattr(socket, "SO_REUSEPORT") and reuse_port_is_safe(server.cfg.bind, os.environ)
-    server.cfg.set("reuse_port", wanted)
+    server.cfg.set("reuse_port", False)  # never gunicorn's per-worker binding (see above)
+    setattr(server, SLOTS, None)
+    if not (hasattr(socket, "SO_REUSEPORT") and reuse_port_is_safe(server.cfg.bind, os.environ)):
+        return
+    first = _bind_slot(server)
+    slots = [first] + [_bind_slot(server, like=first) for _ in range(server.num_workers - 1)]
+    server.LISTENERS = [lnr for slot in slots for lnr in slot]
+    setattr(server, SLOTS, slots)
+    server.log.info("Each worker listens on its own socket (SO_REUSEPORT), %d in all", len(slots))
+
+
+def pre_fork(server, worker) -> None:
+    """In the master, before each worker is forked: give it its own socket.
+
+    The slot with the fewest live workers: the one a dead worker left, or during a reload the
+    old worker's (which stops accepting as the new one starts). A new slot only when the
+    workers outnumber the slots (TTIN, a reload with more workers).
+    """
+    server.cfg.set("reuse_port", False)  # a reload re-read the settings: still never per worker
+    slots = _slots(server)
+    if not slots:
+        return  # shared sockets: gunicorn gave the worker all of them
+    users = {id(slot): 0 for slot in slots}
+    for other in server.WORKERS.values():
+        own = getattr(other, SLOT, None)
+        if own is not None and id(own) in users:
+            users[id(own)] += 1
+    slot = min(slots, key=lambda s: users[id(s)])
+    if users[id(slot)] and len(slots) < server.num_workers:
+        try:
+            added = _bind_slot(server, like=slots[0])
+        except OSError:
+            server.log.exception("Could not bind another listening socket; sharing one")
+        else:
+            slots.append(added)
+            server.LISTENERS.extend(added)
+            slot = added
+    setattr(worker, SLOT, slot)
+    worker.sockets = slot
+
+
+def post_fork(server, worker) -> None:
+    """In the new worker: close the other workers' sockets, so only their owner holds them."""
+    own = getattr(worker, SLOT, None)
+    for slot in getattr(server, SLOTS, None) or ():
+        if slot is not own:
+            for lnr in slot:
+                lnr.close()
+
+
+def child_exit(server, worker) -> None:
+    """In the master, once a worker is gone: close its socket if no worker will take it over.
+
+    That is when fewer workers are wanted (TTOU, a reload with fewer workers): nobody would ever
+    accept the connections the kernel still sends it. After a crash the replacement takes it.
+    """
+    slots = _slots(server)
+    own = getattr(worker, SLOT, None)
+    if not slots or own is None or len(server.WORKERS) < server.num_workers:
+        return
+    if any(getattr(other, SLOT, None) is own for other in server.WORKERS.values()):
+        return
+    slots[:] = [slot for slot in slots if slot is not own]
+    server.LISTENERS[:] = [lnr for lnr in server.LISTENERS if all(lnr is not o for o in own)]
+    for lnr in own:
+        lnr.close()
 
 
 def post_worker_init(worker) -> None:

@@ -55,19 +55,135 @@ def test_reuse_port_only_where_safe(monkeypatch, binds, env, expected):
     assert conf["reuse_port_is_safe"](binds, env) is expected
 
 
-def test_on_starting_decides_after_the_command_line(monkeypatch):
-    from types import SimpleNamespace
+class Arbiter:
+    """What the hooks use of gunicorn's arbiter: settings, log, LISTENERS, WORKERS, num_workers."""
 
+    def __init__(self, bind: list[str], workers: int) -> None:
+        import logging
+
+        from gunicorn.config import Config
+
+        self.cfg = Config()
+        self.cfg.set("bind", bind)  # as `-b ...` on the command line
+        self.log = logging.getLogger("test_gunicorn_conf")
+        self.LISTENERS: list = []
+        self.WORKERS: dict = {}
+        self.num_workers = workers
+        self.next_pid = 100
+
+    def spawn(self, conf: dict):
+        """As Arbiter.spawn_worker: a worker given the master's sockets, then pre_fork."""
+        from types import SimpleNamespace
+
+        self.next_pid += 1
+        worker = SimpleNamespace(pid=self.next_pid, sockets=self.LISTENERS)
+        conf["pre_fork"](self, worker)
+        self.WORKERS[worker.pid] = worker
+        return worker
+
+    def reap(self, conf: dict, worker) -> None:
+        """As Arbiter.reap_workers: forget the worker, then child_exit."""
+        del self.WORKERS[worker.pid]
+        conf["child_exit"](self, worker)
+
+    def close(self) -> None:
+        for lnr in self.LISTENERS:
+            lnr.close()
+
+
+def _ports(listeners) -> set[int]:
+    return {lnr.getsockname()[1] for lnr in listeners}
+
+
+def _reuse_port(lnr) -> bool:
+    import socket
+
+    return bool(lnr.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+@pytest.mark.parametrize("bind", [["unix:/tmp/siwa-test.sock"], ["fd://3"]])
+def test_shared_sockets_stay_gunicorns(monkeypatch, bind):
+    conf = load(monkeypatch)
+    arbiter = Arbiter(bind, 2)
+    conf["on_starting"](arbiter)
+    assert arbiter.cfg.reuse_port is False and arbiter.LISTENERS == []  # gunicorn binds them
+    worker = arbiter.spawn(conf)
+    assert worker.sockets is arbiter.LISTENERS  # every worker gets all of them
+
+
+def test_the_master_binds_one_socket_per_worker_and_keeps_them_across_a_reload(monkeypatch):
     from gunicorn.config import Config
 
     conf = load(monkeypatch)
-    cfg = Config()
-    cfg.set("bind", ["unix:/tmp/siwa-test.sock"])  # as `-b unix:...` on the command line
-    conf["on_starting"](SimpleNamespace(cfg=cfg))
-    assert cfg.reuse_port is False
-    cfg.set("bind", ["127.0.0.1:8000"])
-    conf["on_starting"](SimpleNamespace(cfg=cfg))
-    assert cfg.reuse_port is True
+    arbiter = Arbiter(["127.0.0.1:0"], 3)  # port 0: every socket on the port the first got
+    try:
+        conf["on_starting"](arbiter)
+        assert arbiter.cfg.reuse_port is False  # gunicorn itself never binds per worker
+        bound = list(arbiter.LISTENERS)
+        assert len(bound) == 3 and len(_ports(bound)) == 1 and all(map(_reuse_port, bound))
+
+        old = [arbiter.spawn(conf) for _ in range(3)]
+        assert sorted(id(lnr) for w in old for lnr in w.sockets) == sorted(map(id, bound))
+
+        # SIGHUP: the file is read again into new settings (here even with --reuse-port), the
+        # new workers are forked while the old ones still run, then the old ones exit.
+        arbiter.cfg = Config()
+        arbiter.cfg.set("reuse_port", True)
+        new = [arbiter.spawn(conf) for _ in range(3)]
+        assert arbiter.cfg.reuse_port is False  # the worker will not bind one of its own
+        for worker in old:
+            arbiter.reap(conf, worker)
+        assert arbiter.LISTENERS == bound  # the same sockets, none closed, none added
+        assert all(lnr.sock is not None for lnr in bound)
+        assert sorted(id(lnr) for w in new for lnr in w.sockets) == sorted(map(id, bound))
+    finally:
+        arbiter.close()
+
+
+def test_a_dead_workers_socket_goes_to_its_replacement(monkeypatch):
+    conf = load(monkeypatch)
+    arbiter = Arbiter(["127.0.0.1:0"], 2)
+    try:
+        conf["on_starting"](arbiter)
+        first, second = arbiter.spawn(conf), arbiter.spawn(conf)
+        arbiter.reap(conf, first)  # killed: the arbiter spawns a replacement next
+        assert first.sockets[0].sock is not None
+        assert arbiter.spawn(conf).sockets is first.sockets
+        assert second.sockets is not first.sockets
+    finally:
+        arbiter.close()
+
+
+def test_ttin_adds_a_socket_and_ttou_closes_the_one_left_without_a_worker(monkeypatch):
+    conf = load(monkeypatch)
+    arbiter = Arbiter(["127.0.0.1:0"], 2)
+    try:
+        conf["on_starting"](arbiter)
+        oldest, second = arbiter.spawn(conf), arbiter.spawn(conf)
+        arbiter.num_workers = 3  # TTIN
+        third = arbiter.spawn(conf)
+        assert len(arbiter.LISTENERS) == 3 and len(_ports(arbiter.LISTENERS)) == 1
+        assert third.sockets[0] is arbiter.LISTENERS[2] and _reuse_port(third.sockets[0])
+
+        arbiter.num_workers = 2  # TTOU: the oldest worker is stopped
+        arbiter.reap(conf, oldest)
+        assert oldest.sockets[0].sock is None  # nobody would accept from it again
+        assert arbiter.LISTENERS == second.sockets + third.sockets
+    finally:
+        arbiter.close()
+
+
+def test_a_new_address_on_reload_is_shared(monkeypatch):
+    conf = load(monkeypatch)
+    arbiter = Arbiter(["127.0.0.1:0"], 2)
+    try:
+        conf["on_starting"](arbiter)
+        arbiter.spawn(conf)
+        arbiter.close()  # Arbiter.reload() on a new bind address: closes them, binds shared ones
+        arbiter.LISTENERS = ["<shared socket>"]
+        assert arbiter.spawn(conf).sockets is arbiter.LISTENERS
+    finally:
+        arbiter.LISTENERS = []
 
 
 def _listeners(port: int) -> int:
