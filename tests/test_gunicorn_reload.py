@@ -1,8 +1,8 @@
-"""The production server under load survives what operators do to it: SIGHUP, SIGKILL, SIGTERM.
+"""The production server under load survives what operators do to it: HUP, KILL, TERM, USR2.
 
 Real processes, started as an operator starts them (`gunicorn -c gunicorn.conf.py app:app` in
 the project directory, production settings, SQLite in a scratch directory), on 127.0.0.1 only.
-Every load loop stops at a deadline and a request count. Slow (some 30 s in all), not skipped.
+Every load loop stops at a deadline and a request count. Slow (some 40 s in all), not skipped.
 """
 from __future__ import annotations
 
@@ -542,3 +542,57 @@ def test_sighup_keeps_the_listening_layout(tmp_path, layout):
             assert all(inodes == listening for inodes in held.values()), held
     finally:
         server.stop()
+
+
+def test_usr2_upgrade_inherits_every_socket(tmp_path):
+    """USR2 re-executes gunicorn beside the running one, which hands over its sockets.
+
+    The new master inherits every listening socket (GUNICORN_FD) and its workers share them;
+    once the old master is stopped it serves alone, and a SIGHUP keeps the same sockets.
+    """
+    (tmp_path / "pidapp.py").write_text(PID_APP)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY", "LISTEN_"))}
+    env.update(GUNICORN_WORKERS="2", GUNICORN_THREADS="2", GUNICORN_BIND=f"{HOST}:{port}")
+    argv = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+            "--control-socket", str(tmp_path / "gunicorn.ctl"), "pidapp:app"]
+    old_master = Gunicorn(argv, env, tmp_path, tmp_path / "gunicorn.log")
+    new_master = None
+
+    def answered_by(workers: set[int]) -> bool:
+        return all(_ask_pid(port) in workers for _ in range(20))
+
+    try:
+        old_workers = old_master.wait_for(2, lambda: _ask_pid(port) is not None, timeout=20)
+        sockets = listening_inodes(port)
+        assert_each_worker_listens_on_its_own(port, old_workers)
+        os.kill(old_master.pid, signal.SIGUSR2)
+        new_master = wait_until(
+            lambda: next((pid for pid in workers_of(old_master.pid) - old_workers
+                          if len(workers_of(pid)) == 2), None),
+            20, "a new master with two workers", old_master)
+        new_workers = workers_of(new_master)
+        old_master.proc.terminate()  # the operator stops the old one once the new one runs
+        assert old_master.proc.wait(timeout=30) == 0, old_master.log_tail()
+        wait_until(lambda: answered_by(new_workers), 20, "the new workers answering",
+                   old_master)
+        listening, held = listeners_per_worker(port, new_workers)
+        assert listening == sockets and all(h == sockets for h in held.values()), held
+
+        os.kill(new_master, signal.SIGHUP)
+        reloaded = wait_until(lambda: (w := workers_of(new_master)) and len(w) == 2
+                              and not w & new_workers and w, 20, "two reloaded workers",
+                              old_master)
+        wait_until(lambda: answered_by(reloaded), 20, "the reloaded workers answering",
+                   old_master)
+        assert listening_inodes(port) == sockets
+    finally:
+        old_master.stop()
+        if new_master is not None and not is_dead(new_master):
+            os.kill(new_master, signal.SIGQUIT)  # its workers follow it
+            try:
+                wait_until(lambda: is_dead(new_master), 15, "the new master stopping")
+            finally:
+                if not is_dead(new_master):
+                    os.kill(new_master, signal.SIGKILL)
