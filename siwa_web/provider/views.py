@@ -81,6 +81,14 @@ def resume() -> ResponseReturnValue:
     if client is None:
         return _expired()
     pending.finish(row)
+    session_row = _signed_in_session()
+    if session_row is None or (row.login_after is not None
+                               and session_row.auth_time < row.login_after):
+        # Back without a (fresh enough) sign-in: it was cancelled or failed at Apple.
+        db.session.commit()
+        return _error(req.redirect_uri, req.response_mode,
+                      AccessDeniedError("The person did not sign in.", reason="not_signed_in"),
+                      req.state, client.id)
     return _proceed(req, client, login_after=row.login_after)
 
 

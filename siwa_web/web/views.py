@@ -34,6 +34,9 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 log = logging.getLogger(__name__)
 CODE_RE = re.compile(r"^[A-Za-z0-9._-]{1,1024}$")
 DEFAULT_NEXT = "/dashboard"
+# Pages that asked for a sign-in and must get the browser back even when it is cancelled at
+# Apple: a web app's authorization request answers its app instead of waiting forever.
+RETURN_EVEN_IF_CANCELLED = ("/oauth/authorize/resume?",)
 
 
 def safe_next(target: str | None) -> str:
@@ -108,7 +111,7 @@ def callback() -> ResponseReturnValue:
     except login_tx.StateError as exc:
         return _failed(exc)
     if form.get("error"):
-        return _cancelled(form.get("error", ""))
+        return _cancelled(tx, form.get("error", ""))
     code = form.get("code", "")
     if not CODE_RE.match(code) or not form.get("id_token"):
         return _failed(failures.IncompleteAnswer())
@@ -134,9 +137,14 @@ def _finished(tx, outcome: signin.Outcome) -> ResponseReturnValue:
     return resp
 
 
-def _cancelled(error: str) -> ResponseReturnValue:
+def _cancelled(tx, error: str) -> ResponseReturnValue:
     cancelled = error == "user_cancelled_authorize"
     audit.record_failure("web_login", "cancelled" if cancelled else "apple_error")
+    if safe_next(tx.next_url).startswith(RETURN_EVEN_IF_CANCELLED):
+        # A web app's authorization request waits there: it answers the app (access_denied).
+        resp = redirect(safe_next(tx.next_url), code=303)
+        login_tx.clear_cookie(resp)
+        return resp
     if error == "user_cancelled_authorize":
         flash("Sign in with Apple was cancelled. You can try again whenever you like.", "info")
     else:

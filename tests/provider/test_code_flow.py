@@ -185,3 +185,20 @@ def test_errors_under_the_authorization_endpoint_are_pages_for_people(app, clien
     limited = client.get("/oauth/authorize")
     assert limited.status_code == 429
     assert limited.mimetype == "text/html" and "<html" in limited.get_data(as_text=True)
+
+
+def test_cancelling_at_apple_answers_the_app_with_access_denied(app, client, fake_apple):
+    from support.web import CALLBACK
+    from support.web import start_login
+
+    webapp = register(app)
+    _, challenge = pkce()
+    first = client.get("/oauth/authorize", query_string=authorize_params(webapp, challenge))
+    next_url = answer(first)["next"]
+    start = start_login(client, next_url)
+    cancelled = client.post(CALLBACK, data={"state": start.state,
+                                            "error": "user_cancelled_authorize"})
+    assert cancelled.status_code == 303 and cancelled.headers["Location"] == next_url
+    back = answer(client.get(next_url))
+    assert back["error"] == "access_denied" and back["state"] == "state-123"
+    assert back["iss"] == ISSUER and back["_to"] == webapp.redirect_uri
