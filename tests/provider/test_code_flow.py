@@ -202,3 +202,20 @@ def test_cancelling_at_apple_answers_the_app_with_access_denied(app, client, fak
     back = answer(client.get(next_url))
     assert back["error"] == "access_denied" and back["state"] == "state-123"
     assert back["iss"] == ISSUER and back["_to"] == webapp.redirect_uri
+
+
+def test_a_web_app_revokes_its_refresh_token_with_its_secret(app, client, fake_apple):
+    sign_in(client, fake_apple)
+    webapp = register(app)
+    verifier, challenge = pkce()
+    back = answer(client.get("/oauth/authorize", query_string=authorize_params(
+        webapp, challenge, scope="openid offline_access")))
+    tokens = redeem(client, webapp, back["code"], verifier).get_json()
+    unauthenticated = client.post("/oauth/revoke", data={
+        "token": tokens["refresh_token"], "client_id": webapp.client_id})
+    assert unauthenticated.status_code == 401  # a confidential client must prove itself
+    assert client.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 200
+    revoked = client.post("/oauth/revoke", data={"token": tokens["refresh_token"]},
+                          headers=basic(webapp))
+    assert revoked.status_code == 200
+    assert client.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 401
