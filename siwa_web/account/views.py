@@ -119,7 +119,7 @@ def revoke_session(session_id: str) -> ResponseReturnValue:
 def revoke_other_sessions() -> ResponseReturnValue:
     """Sign out every web session except this browser's."""
     count = end_web_sessions(_user_id(), "signed out from dashboard",
-                                     keep=_current_session_id())
+                             keep=_current_session_id())
     audit.record("sessions_revoked_others", user_id=_user_id(), details={"count": count})
     db.session.commit()
     flash(f"Signed out {_plural(count, 'other session')}." if count
