@@ -105,6 +105,10 @@ class GatedCursor(sqlite3.Cursor):
 class GatedConnection(sqlite3.Connection):
     """A pysqlite connection that leaves the gate when its transaction ends."""
 
+    # Also the value of a connection whose file could not be opened: `__init__` raised before
+    # setting it, and `__del__` still runs.
+    holds_gate = False
+
     def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, *args, **kwargs)
         self._gate = gate_for(str(database))

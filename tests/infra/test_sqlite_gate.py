@@ -253,3 +253,11 @@ def test_an_app_on_an_in_memory_database_leaves_no_file(tmp_path, monkeypatch):
         db.create_all()
         db.session.execute(db.text("SELECT 1"))
     assert not [p for p in tmp_path.iterdir() if p.name.endswith("-writer")]
+
+
+def test_a_file_that_cannot_be_opened_raises_only_that(tmp_path):
+    """The failed connection is collected without an error of its own (pytest turns one into
+    a failure here)."""
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        connect(str(tmp_path / "missing" / "siwa.sqlite"))
+    gc.collect()
