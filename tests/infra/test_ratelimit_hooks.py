@@ -7,7 +7,6 @@ blueprint is registered — and check that it is enforced.
 """
 from __future__ import annotations
 
-import copy
 from functools import partial
 
 import pytest
@@ -33,37 +32,6 @@ def _limiter_hooks(app: Flask, ext: Limiter = limiter) -> dict[str, list]:
         "teardown": [h for h in app.teardown_request_funcs.get(None, [])
                      if getattr(h, "__self__", None) is ext],
     }
-
-
-@pytest.fixture
-def declarations():
-    """Undo what a test declares on siwa-web's limiter, whose state outlives each app."""
-    saved = []
-    for obj in (limiter, limiter.limit_manager):
-        state = {}
-        for name, value in vars(obj).items():
-            if isinstance(value, dict):
-                content = {k: copy.copy(v) for k, v in value.items()}
-            elif isinstance(value, list | set):
-                content = copy.copy(value)
-            else:
-                content = None
-            state[name] = (value, content)
-        saved.append((obj, state))
-    yield
-    for obj, state in saved:
-        for name in set(vars(obj)) - set(state):
-            delattr(obj, name)
-        for name, (value, content) in state.items():
-            if isinstance(value, dict):
-                value.clear()
-                value.update(content)
-            elif isinstance(value, list):
-                value[:] = content
-            elif isinstance(value, set):
-                value.clear()
-                value.update(content)
-            setattr(obj, name, value)
 
 
 @pytest.fixture
