@@ -85,6 +85,9 @@ RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bo
 RATELIMIT_AUTHORIZE_PER_IP = "120/minute"
 AUTHORIZATION_CODE_TTL = 60  # seconds an authorization code may wait for its app
 
+# --- Operations (siwa_web/ops) ----------------------------------------------------------------
+HEALTH_CHECK_TIMEOUT = 2.0  # /readyz answers 503 when a dependency is silent this long (seconds)
+
 # --- Retention (`flask prune`) ----------------------------------------------------------------
 PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long
 AUDIT_RETENTION_DAYS = 365

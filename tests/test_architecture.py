@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "siwa_web"
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 CORE = ("siwa_web.oauth", "siwa_web.apple", "siwa_web.models")
-AUDIENCES = ("account", "provider", "web", "tokens", "lifecycle", "users", "infra", "oauth",
-             "apple", "models", "emulator")
+AUDIENCES = ("account", "ops", "provider", "web", "tokens", "lifecycle", "users", "infra",
+             "oauth", "apple", "models", "emulator")
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
@@ -52,6 +52,8 @@ def scratch_copy(tmp_path_factory) -> Path:
     ("oauth/scopes.py", "from ..infra import extensions", "infra's Flask parts"),
     ("emulator/keys.py", "from ..oauth import tokens", "emulator stands apart"),
     ("tokens/extension.py", "def _late():\n    from . import service", "No import cycles"),
+    ("ops/health.py", "from ..account import cards", "layers"),
+    ("infra/logs.py", "from ..ops import health", "infra is plumbing"),
 ])
 def test_a_planted_violation_breaks_its_contract(scratch_copy, module, planted, contract):
     path = scratch_copy / "siwa_web" / module

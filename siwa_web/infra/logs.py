@@ -25,6 +25,10 @@ SECRET_FIELDS = (
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
 _FIELD = re.compile(r"\b(" + "|".join(SECRET_FIELDS) + r")=([^&\s]+)")
+# The request line of an access-log record of Werkzeug's server ("GET /healthz HTTP/1.1"),
+# possibly wrapped in the ANSI colour codes it adds for statuses other than 200.
+_REQUEST_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*[A-Z]+ ([^ ?]*)")
+_ACCESS_FORMAT = '"%s" %s %s'  # what Werkzeug's `log_request` logs, the request line first
 
 
 def redact(text: str) -> str:
@@ -50,6 +54,35 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=True)
+
+
+class QuietPaths(logging.Filter):
+    """Drops the access-log lines Werkzeug's server writes for a few paths (health probes).
+
+    A load balancer asks every few seconds; a line per probe would bury everything else.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (isinstance(args, tuple) and args and isinstance(args[0], str)
+                and _ACCESS_FORMAT in str(record.msg)):
+            return True
+        match = _REQUEST_LINE.match(args[0])
+        return match is None or match.group(1) not in self.paths
+
+
+def quiet_access_log(*paths: str) -> None:
+    """Leave requests for `paths` out of the development server's access log (process-wide)."""
+    logger = logging.getLogger("werkzeug")
+    quiet = next((f for f in logger.filters if isinstance(f, QuietPaths)), None)
+    if quiet is None:
+        quiet = QuietPaths()
+        logger.addFilter(quiet)
+    quiet.paths.update(paths)
 
 
 def init_app(app: Flask) -> None:

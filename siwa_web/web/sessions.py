@@ -113,12 +113,18 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
     API calls and first visits have no session cookie; building the serializer for them, and
     the cookie settings for a response that sets none, cost a tenth of a Bearer-protected call.
+    Requests to `sessionless_paths` (health probes) get an empty session too, whatever cookie
+    they carry: it is neither read nor refreshed (Flask re-sends a permanent session's cookie
+    on every request that opened it).
     """
+
+    def __init__(self) -> None:
+        self.sessionless_paths: set[str] = set()
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         # Parsing the Cookie header walks the whole environ: skip it when there is none.
-        if "HTTP_COOKIE" not in request.environ or not request.cookies.get(
-                self.get_cookie_name(app)):
+        if "HTTP_COOKIE" not in request.environ or request.path in self.sessionless_paths or \
+                not request.cookies.get(self.get_cookie_name(app)):
             return self.session_class()
         return super().open_session(app, request)
 
@@ -126,6 +132,14 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         if not session and not session.modified and not session.accessed:
             return  # nothing to send and nothing to vary on (Flask would return later, too)
         super().save_session(app, session, response)
+
+
+def without_session(app: Flask, *paths: str) -> None:
+    """Serve `paths` with an empty session: a browser's cookie is neither read nor refreshed."""
+    interface = app.session_interface
+    if not isinstance(interface, CookieSessionInterface):  # pragma: no cover - set by init_app
+        raise RuntimeError("web sessions are not set up on this app")
+    interface.sessionless_paths.update(paths)
 
 
 def init_app(app: Flask) -> None:
