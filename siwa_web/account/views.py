@@ -239,14 +239,11 @@ def delete() -> ResponseReturnValue:
         flash("Tick the box to confirm that you want to delete the account.", "error")
         return redirect(url_for("dashboard.confirm_delete"), code=303)
     try:
-        removed = deletion.delete_account(_user_id())
+        removed, report = apple_revocations.delete_account(_user_id())
     except LookupError:
-        db.session.rollback()
         abort(404)
-    db.session.commit()
     logout_user()
     session.clear()
-    report = apple_revocations.send_due(removed.revocation_ids)
     if not removed.revocation_ids:
         flash("Your account and its data are deleted. To also remove siwa-web from your Apple "
               f"ID: {MANUAL_REVOKE}", "success")

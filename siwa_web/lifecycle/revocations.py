@@ -8,6 +8,7 @@ already revoked, so a send repeated after a crash is harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -19,7 +20,9 @@ from ..apple.errors import AppleMisconfigured
 from ..apple.errors import AppleRejected
 from ..apple.errors import AppleUnavailable
 from ..infra.apple_client import apple_client
+from ..infra.extensions import db
 from ..models import AppleRevocation
+from ..users import deletion
 from ..users.accounts import cipher
 from .outbox import Outbox
 from .outbox import Report as OutboxReport
@@ -60,6 +63,28 @@ Report = OutboxReport
 def send_due(ids: list[str] | None = None, *, limit: int = 500) -> OutboxReport:
     """Send due revocations (only `ids`, if given); see `Outbox.send_due`."""
     return APPLE_REVOCATIONS.send_due(ids, limit=limit)
+
+
+def delete_account(
+    user_id: str, *, record: Callable[[deletion.Removed], None] | None = None,
+) -> tuple[deletion.Removed, OutboxReport]:
+    """Delete an account and commit, then tell Apple (decision D10); the one way to delete.
+
+    The dashboard and `flask users delete` both come through here. `record` adds the caller's
+    own audit event to the deletion's transaction, knowing what was removed. The outbox is sent
+    only after the commit, so Apple being down never holds the deletion up.
+
+    :raises LookupError: if the user is gone already (rolled back; nothing changed).
+    """
+    try:
+        removed = deletion.delete_account(user_id)
+    except LookupError:
+        db.session.rollback()
+        raise
+    if record is not None:
+        record(removed)
+    db.session.commit()
+    return removed, send_due(removed.revocation_ids)
 
 
 def backoff(attempts: int) -> timedelta:
