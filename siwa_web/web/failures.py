@@ -94,8 +94,10 @@ FAILURES: tuple[Failure, ...] = (
             reason="database unavailable", action=WAIT_A_MINUTE, retry_after=30,
             alert="database unavailable during sign-in: %s",
             alert_args=lambda exc: (type(exc.orig).__name__,)),
-    Failure((AccountDisabled,), 403, "This account is disabled", "Signing in is not possible.",
-            reason="account disabled"),
+    Failure((AccountDisabled,), 403, "This account is disabled",
+            "Signing in to it is not possible while it is disabled. Nothing was changed.",
+            reason="account disabled",
+            action="If you think this is a mistake, contact the site's support."),
 )
 
 _BY_TYPE: dict[type[Exception], Failure] = {t: f for f in FAILURES for t in f.catches}

@@ -36,6 +36,8 @@ from support.web import start_login
 
 START_AGAIN = "Start again from the sign-in page."
 WAIT = "Wait a minute, then start again."
+DISABLED_MESSAGE = "Signing in to it is not possible while it is disabled. Nothing was changed."
+DISABLED_ACTION = "If you think this is a mistake, contact the site's support."
 VIEWS_LOG = "siwa_web.web.views"
 MISCONFIGURED_ALERT = ("Apple rejected our client credentials (invalid_client): check "
                        "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
@@ -80,7 +82,7 @@ COMPLETE_FAILURES = [
      WAIT, "30", "database unavailable",
      "database unavailable during sign-in: ConnectionResetError"),
     ("account-disabled", lambda: AccountDisabled("some-user-id"), 403,
-     "This account is disabled", "Signing in is not possible.", START_AGAIN, None,
+     "This account is disabled", DISABLED_MESSAGE, DISABLED_ACTION, None,
      "account disabled", None),
 ]
 
@@ -268,7 +270,7 @@ def test_disabled_account_cannot_sign_in(app, fake_apple, caplog):
     browser = Browser(app, fake_apple)
     resp = browser._through_apple(start_login(browser.client), SUB_A)
     assert_failure_page(resp, app, caplog, status=403, title="This account is disabled",
-                        message="Signing in is not possible.", action=START_AGAIN,
+                        message=DISABLED_MESSAGE, action=DISABLED_ACTION,
                         retry_after=None, reason="account disabled")
 
 

@@ -87,7 +87,10 @@ class RefreshTokenGrant(BaseGrant):
             self.session.commit()
             raise InvalidGrantError(reason=exc.reason) from exc
         except refresh.RefreshError as exc:
-            raise InvalidGrantError(reason=exc.reason) from exc
+            # A disabled account is said so, as the token exchange does: the app can tell its
+            # user why, instead of starting a sign-in that would be refused the same way.
+            description = "This account is disabled." if exc.reason == "user_disabled" else None
+            raise InvalidGrantError(description, reason=exc.reason) from exc
         row = self.row
         self.audit.record_now(
             self.AUDIT_EVENT, user_id=row.user_id, client_id=self.client.id,
