@@ -50,7 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tokens.init_app(app)     # the token service and Bearer APIs
     provider.init_app(app)   # web apps signing in through siwa-web (authorize, consent)
     lifecycle.init_app(app)  # Apple's notifications, the revocation outbox, pruning
-    ops.init_app(app)        # health probes for load balancers
+    ops.init_app(app)        # health probes, support commands (flask users)
     infra.ratelimit.finish(app)  # every blueprint is in: drop limiter hooks with nothing to do
     return app
 

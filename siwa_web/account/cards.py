@@ -64,7 +64,19 @@ EVENT_TITLES = {
     "token_revoked": "An app signed out",
     "apple_consent_revoked": "Sign in with Apple was stopped in Apple ID settings",
     "apple_notification": "Apple sent an account notice",
+    # what siwa-web's support did (`flask users ...`, siwa_web/ops/users_cli.py)
+    "operator_find": "Support looked up your account",
+    "operator_show": "Support looked at your account",
+    "operator_sign_out": "Support signed you out everywhere",
+    "operator_disable": "Support disabled your account",
+    "operator_enable": "Support enabled your account again",
+    "operator_delete": "Support deleted the account",
 }
+OPERATOR_SIGN_OUTS = {
+    ("web_sessions",): "Support signed out your web sessions",
+    ("app_sessions",): "Support signed you out of your apps",
+}
+BY_SUPPORT = Device("Support", None, "unknown")
 
 
 @dataclass(frozen=True)
@@ -419,7 +431,7 @@ def _activity_rows(user_id: str, offset: int, limit: int) -> list[ActivityItem]:
             client=("This website" if row.client_id == services_id
                     else names.get(row.client_id or "", row.client_id)),
             ip=row.ip,
-            device=describe(row.user_agent),
+            device=BY_SUPPORT if row.event.startswith("operator_") else describe(row.user_agent),
         )
         for row in rows
     ]
@@ -428,6 +440,10 @@ def _activity_rows(user_id: str, offset: int, limit: int) -> list[ActivityItem]:
 def _title(row: AuditEvent) -> str:
     if row.event == "web_login" and (row.details or {}).get("purpose") == "reauth":
         return "Signed in again to confirm it was you"
+    if row.event == "operator_sign_out":
+        ended = tuple(k for k in ("web_sessions", "app_sessions") if k in (row.details or {}))
+        if ended in OPERATOR_SIGN_OUTS:
+            return OPERATOR_SIGN_OUTS[ended]
     return EVENT_TITLES.get(row.event, row.event.replace("_", " ").capitalize())
 
 

@@ -5,7 +5,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """`GET /healthz` and `GET /readyz` (after the token service is built: they read its keys)."""
+    """`GET /healthz`, `GET /readyz` and `flask users ...` (after the token service is built)."""
     from . import health
+    from . import users_cli
 
     health.init_app(app)
+    users_cli.init_app(app)
