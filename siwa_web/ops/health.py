@@ -53,7 +53,6 @@ TIMEOUT = "HEALTH_CHECK_TIMEOUT"
 PATHS = ("/healthz", "/readyz")
 
 bp = Blueprint("ops", __name__)
-limiter.exempt(bp)  # a probe must never be refused for asking too often
 
 
 @bp.get("/healthz")
@@ -253,8 +252,10 @@ def probe_engine(app: Flask, timeout: float) -> Engine:
     options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
     connect_args = dict(options.get("connect_args") or {})
     statement_timeout = f"-c statement_timeout={max(1, int(timeout * 1000))}"
-    connect_args["options"] = " ".join(
-        filter(None, [connect_args.get("options"), statement_timeout]))
+    configured = connect_args.get("options") or engine.url.query.get("options")
+    if isinstance(configured, tuple):  # `?options=` given twice in the URL
+        configured = " ".join(configured)
+    connect_args["options"] = " ".join(filter(None, [configured, statement_timeout]))
     connect_args["connect_timeout"] = max(2, math.ceil(timeout))
     return create_engine(engine.url, poolclass=NullPool, connect_args=connect_args)
 
@@ -284,6 +285,7 @@ def init_app(app: Flask) -> None:
     if storage is not None:
         probes.append(Probe("redis", ("redis",), check_redis(storage)))
     app.extensions[EXTENSION] = Readiness(probes, timeout)
+    limiter.exempt(bp)  # a probe is never refused for asking too often (default, app limits)
     app.register_blueprint(bp)
     sessions.without_session(app, *PATHS)
     logs.quiet_access_log(*PATHS)

@@ -164,6 +164,25 @@ def test_readyz_asks_redis_when_it_holds_the_rate_limits(app_config):
         db.engine.dispose()
 
 
+def test_the_postgresql_check_has_its_own_timeouts_and_keeps_the_urls_options(app_config):
+    if not app_config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite is checked through the app's own engine")
+    from siwa_web.ops.health import probe_engine
+
+    app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=app_config[
+        "SQLALCHEMY_DATABASE_URI"] + "?options=-c%20search_path%3Dpublic,elsewhere"))
+    engine = probe_engine(app, 0.5)
+    with app.app_context():
+        assert engine is not db.engine
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "500ms"
+        assert conn.exec_driver_sql("SHOW search_path").scalar() == "public,elsewhere"
+    assert engine.pool.status().startswith("NullPool")
+    assert readyz(app)[0].status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
 # --- /readyz when something does not answer ---------------------------------------------------
 
 
