@@ -131,7 +131,10 @@ def _ended(counts: dict[str, int]) -> str:
 @json_option
 def find_command(email: str | None, sub: str | None, user_id: str | None,
                  as_json: bool) -> None:
-    """Find accounts by one of --email, --sub or --id; exits 1 when none matches."""
+    """Find accounts by --email, --sub or --id.
+
+    Give exactly one. Exits 1 when no account matches.
+    """
     given = [(option, value) for option, value in
              (("--email", email), ("--sub", sub), ("--id", user_id)) if value is not None]
     if not given:
@@ -172,7 +175,10 @@ def find_command(email: str | None, sub: str | None, user_id: str | None,
 @click.argument("user_id", metavar="ID")
 @json_option
 def show_command(user_id: str, as_json: bool) -> None:
-    """Show an account: Apple IDs, web and app sessions, last activity, recent events."""
+    """Show an account's Apple IDs, sessions and activity.
+
+    Its Apple IDs, web and app sessions not signed out, last activity and ten latest events.
+    """
     user = _target(user_id, "operator_show")
     data = lookup.details(user)
     _record("operator_show", user.id, {})
@@ -235,7 +241,10 @@ def _sessions(title: str, rows: list[dict[str, Any]],
 @click.option("--apps", is_flag=True, help="End the app sessions (refresh-token families).")
 @json_option
 def sign_out_command(user_id: str, web: bool, apps: bool, as_json: bool) -> None:
-    """End an account's sessions at once: web and app sessions, unless --web or --apps says."""
+    """End an account's sessions at once.
+
+    Web and app sessions, unless --web or --apps names one kind.
+    """
     if not (web or apps):
         web = apps = True
     user = _target(user_id, "operator_sign_out")
@@ -254,7 +263,10 @@ def sign_out_command(user_id: str, web: bool, apps: bool, as_json: bool) -> None
 @click.argument("user_id", metavar="ID")
 @json_option
 def disable_command(user_id: str, as_json: bool) -> None:
-    """Stop an account from signing in or using its sessions, until `enable`."""
+    """Stop an account from being used, until enable.
+
+    No sign-in, token exchange or refresh; its sessions and access tokens are refused.
+    """
     user = _target(user_id, "operator_disable")
     changed = db.session.execute(
         update(User).where(User.id == user.id, User.disabled_at.is_(None))
@@ -280,7 +292,10 @@ def disable_command(user_id: str, as_json: bool) -> None:
 @click.argument("user_id", metavar="ID")
 @json_option
 def enable_command(user_id: str, as_json: bool) -> None:
-    """Let a disabled account sign in again; sessions it still has work again."""
+    """Let a disabled account be used again.
+
+    It can sign in, and its sessions that have not expired work again.
+    """
     user = _target(user_id, "operator_enable")
     changed = db.session.execute(
         update(User).where(User.id == user.id, User.disabled_at.is_not(None))
@@ -307,7 +322,11 @@ def enable_command(user_id: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def delete_command(user_id: str, yes: bool, as_json: bool) -> None:
-    """Delete an account as its owner can on the dashboard; Apple is told afterwards."""
+    """Delete an account, as its owner can.
+
+    The dashboard's deletion: every session ends, the rows go in one transaction, and Apple
+    is asked to revoke its tokens afterwards. Asks first unless --yes.
+    """
     user = _target(user_id, "operator_delete")
     summary = lookup.summary(user)
     db.session.commit()  # no transaction stays open while the prompt waits
