@@ -8,9 +8,10 @@ account's owner sees those events in their activity list. Text from the database
 with control characters replaced, so a name or user agent cannot drive the terminal.
 
 Changes go the same ways as the dashboard's: `end_web_sessions` and `revoke_user_families` end
-sessions, `lifecycle.revocations.delete_account` deletes, and `users.disabled_at` is what sign-in,
-token exchange, refresh and every Bearer check already refuse (signalled to every worker's
-liveness cache on commit).
+sessions (web apps signed in through an ended session hear of it by back-channel logout, sent
+before the command returns), `lifecycle.revocations.delete_account` deletes, and
+`users.disabled_at` is what sign-in, token exchange, refresh and every Bearer check already
+refuse (signalled to every worker's liveness cache on commit).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import click
 from flask import Flask
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import update
 
@@ -92,6 +94,15 @@ def _target(user_id: str, event: str) -> User:
         raise click.ClickException(
             f"unknown user id {shown!r}: no user has it (find one with flask users find)")
     return user
+
+
+def _deliver_before_exit() -> None:
+    """Send web apps' back-channel logouts in this process, right after the commit.
+
+    A request hands them to a background thread; a command's process ends with the command,
+    which would cut that thread short (the outbox would keep the rows for `flask outbox retry`).
+    """
+    current_app.config["BACKCHANNEL_LOGOUT_DELIVERY"] = "inline"
 
 
 def _emit(as_json: bool, data: Any, text: Callable[[], str]) -> None:
@@ -248,6 +259,7 @@ def sign_out_command(user_id: str, web: bool, apps: bool, as_json: bool) -> None
     if not (web or apps):
         web = apps = True
     user = _target(user_id, "operator_sign_out")
+    _deliver_before_exit()
     ended: dict[str, int] = {}
     if web:
         ended["web_sessions"] = end_web_sessions(user.id, SIGNED_OUT)
@@ -342,6 +354,7 @@ def delete_command(user_id: str, yes: bool, as_json: bool) -> None:
             "web_sessions": removed.web_sessions, "app_sessions": removed.app_sessions,
             "apple_revocations": len(removed.revocation_ids)})
 
+    _deliver_before_exit()
     try:
         removed, report = revocations.delete_account(user.id, record=record)
     except LookupError:

@@ -12,10 +12,12 @@ from sqlalchemy import select
 
 from siwa_web.infra.extensions import db
 from siwa_web.models import AuditEvent
+from siwa_web.models import BackchannelLogout
 from siwa_web.models import TokenFamily
 from siwa_web.models import User
 from siwa_web.models import WebSession
 from support.apple import BUNDLE_ID
+from support.apple import DEFAULT_SUB
 from support.config import count_rows
 from support.dashboard import SUB_A
 from support.dashboard import SUB_A2
@@ -31,7 +33,13 @@ from support.dashboard import refresh
 from support.dashboard import snapshot
 from support.tokens import NativeClient
 from support.tokens import exchange_params
+from support.web import sign_in
 from support.web import start_login
+from support.webapps import answer
+from support.webapps import authorize_params
+from support.webapps import pkce
+from support.webapps import redeem
+from support.webapps import register
 
 MARIA = "Maria.Ruiz@Example.com"
 COMMANDS = ("show", "sign-out", "disable", "enable", "delete")
@@ -256,6 +264,27 @@ def test_sign_out_as_json_and_with_nothing_to_end(app, maria):
     assert as_json(app, "sign-out", uid) == {"user_id": uid, "web_sessions": 1,
                                              "app_sessions": 1}
     assert as_json(app, "sign-out", uid, "--apps") == {"user_id": uid, "app_sessions": 0}
+
+
+@pytest.mark.parametrize("command", [["sign-out"], ["sign-out", "--web"], ["delete", "--yes"]])
+def test_web_apps_hear_of_it_before_the_command_returns(app, client, fake_apple, requests_mock,
+                                                        command):
+    """A web app signed in through a session that support ends gets its back-channel logout
+    from the command's own process, which ends right after (no background thread to cut)."""
+    logout_uri = "https://app-a.example/backchannel"
+    requests_mock.post(logout_uri, status_code=204)
+    sign_in(client, fake_apple, sub=DEFAULT_SUB)
+    webapp = register(app, name="App A", backchannel_logout_uri=logout_uri)
+    verifier, challenge = pkce()
+    code = answer(client.get("/oauth/authorize", query_string=authorize_params(
+        webapp, challenge)))["code"]
+    assert redeem(client, webapp, code, verifier).status_code == 200
+    result = users(app, command[0], user_id(app, DEFAULT_SUB), *command[1:])
+    assert result.exit_code == 0, result.output
+    assert [r.url for r in requests_mock.request_history if r.url == logout_uri] == [logout_uri]
+    with app.app_context():
+        [row] = db.session.scalars(select(BackchannelLogout)).all()
+        assert row.sent_at is not None
 
 
 # --- disable, enable -----------------------------------------------------------------------------
