@@ -126,7 +126,7 @@ def identify_client(session: DbSession, params: Mapping[str, list[str]]) -> Targ
 def validate(target: Target, params: Mapping[str, list[str]], *,
              default_audience: str) -> AuthorizationRequest:
     """The rest of the request. :raises OAuth2Error: to be sent to the redirect URI."""
-    for name, values in params.items():
+    for values in params.values():
         if len([v for v in values if v != ""]) > 1:
             raise InvalidRequestError("A request parameter was sent more than once.",
                                       reason="duplicate_parameter")

@@ -4,6 +4,7 @@ credentials, and never on the authorization endpoint."""
 from __future__ import annotations
 
 import pytest
+
 from support.web import sign_in
 from support.webapps import answer
 from support.webapps import authorize_params
