@@ -53,6 +53,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
+# The siwa_web this script imports (HTTP session, SQLite gate of the floors) is the one of the
+# checkout it measures, which its servers import too (they run with this checkout as their
+# working directory), not whichever one the virtualenv was installed from.
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
 
 import harness  # noqa: E402
 import report  # noqa: E402
