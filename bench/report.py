@@ -19,12 +19,13 @@ CASE_LABELS = {
     "api_me": "GET /api/me (Bearer)",
     "refresh_floor": "floor: minimal refresh",
     "refresh": "refresh grant",
+    "code_flow": "code flow, iterations/s",
     "exchange_0ms": "token exchange, Apple 0 ms",
 }
 NOISY_CORES = 0.25  # others' CPU above this during a run makes its numbers suspect
 
 CASE_ORDER = ["hello", "sign", "verify_floor", "verify_lookup", "api_me", "refresh_floor",
-              "refresh", "exchange_0ms"]
+              "refresh", "code_flow", "exchange_0ms"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ def targets(latency: float) -> list[Target]:
         Target("api_me", "/api/me ÷ verify floor", "api_me", "verify_floor", 0.85),
         Target("refresh", "refresh grant ÷ minimal-refresh floor", "refresh", "refresh_floor",
                0.70),
+        # One iteration is two requests (authorize with a live session, redeem the code);
+        # its rate is compared with the refresh grant's, measured beside it in each round.
+        Target("code_flow", "code flow (authorize + redeem) ÷ refresh grant", "code_flow",
+               "refresh", 0.50),
         Target("exchange",
                f"exchange with {ms} ms Apple latency ÷ min(CPU ceiling, slots ÷ latency)",
                exchange_case(latency), None, 0.50),

@@ -30,8 +30,12 @@ and are chained by bench/chain.lua, each response's new token being used by a la
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import html
 import json
 import os
+import re
 import runpy
 import secrets
 import shutil
@@ -71,6 +75,9 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 APPLE_CODE = "http://auth0.com/oauth/token-type/apple-authz-code"
 SCOPE = "openid profile email offline_access"
 APPLE_USERS = 200  # distinct Apple IDs the exchanges round-robin over
+WEB_REDIRECT = "https://app.siwa-bench.invalid/callback"  # the web app's; never followed
+CODE_SCOPE = "openid profile email offline_access"  # the code flow's: a refresh token too
+PKCE_PAIRS = 64  # verifier/challenge pairs the code flow's authorizations take in turn
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STALL_SECONDS = 3  # this long without a single answer during a run means the server hung
 DEFAULT_DOC = ROOT / "docs" / "performance.md"
@@ -90,7 +97,7 @@ class Options:
     keep: bool = False
     quick: bool = False
     install_wrk: bool = True
-    groups: tuple[str, ...] = ("context", "api", "refresh", "exchange")
+    groups: tuple[str, ...] = ("context", "api", "refresh", "code", "exchange")
     app_settings: tuple[tuple[str, str], ...] = ()  # what-if overrides (SIWA_<KEY>=<VALUE>)
 
 
@@ -118,13 +125,15 @@ class Measurement:
     @property
     def clean(self) -> bool:
         return not (self.non2xx or self.timeouts or self.socket_errors
-                    or self.notes.get("starved", "0") != "0" or "stalled" in self.notes)
+                    or self.notes.get("starved", "0") != "0" or "stalled" in self.notes
+                    or self.notes.get("unexpected", "0") != "0")
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(
         prog="bench/tokens.py",
-        description="Benchmark siwa-web's token service (refresh grant, /api/me, token exchange) "
+        description="Benchmark siwa-web's token service (refresh grant, /api/me, web apps' "
+                    "code flow, token exchange) "
                     "against floors measured in the same run; SQLite (WAL) and PostgreSQL.",
         epilog="Gunicorn settings come from gunicorn.conf.py (GUNICORN_WORKERS, GUNICORN_THREADS). "
                "Results go to docs/performance.md (between its bench:results markers) after a "
@@ -151,7 +160,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    help="also write every measurement as JSON")
     p.add_argument("--only", help="comma-separated subset of the case groups, for investigating: "
                    "context (bare Flask and sign floors), api (verify floors and /api/me), "
-                   "refresh, exchange; targets of groups not run are reported as not measured")
+                   "refresh, code (the code flow, with the refresh grant it is compared "
+                   "with), exchange; targets of groups not run are reported as not measured")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="app_settings",
                    help="what-if: run siwa-web with SIWA_KEY=VALUE on top of the production "
                         "settings (repeatable), e.g. "
@@ -236,6 +246,32 @@ def new_ec_pem() -> str:
 
 def form(fields: dict[str, str]) -> str:
     return urllib.parse.urlencode(fields)
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE verifier and its S256 challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def set_cookies(response: Any) -> dict[str, str]:
+    """name -> value of every cookie a response sets (read from the raw headers: our cookies
+    are Secure, which a cookie jar would never send back over plain HTTP)."""
+    from http.cookies import SimpleCookie
+
+    found: dict[str, str] = {}
+    for header in response.raw.headers.getlist("Set-Cookie"):
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        found.update({name: morsel.value for name, morsel in jar.items()})
+    return found
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (only to check what the bench asked for came back)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 class Http:
@@ -408,6 +444,7 @@ class Bench:
             # The limiter stays on (its cost is part of the endpoint) but must not throttle wrk.
             "SIWA_RATELIMIT_TOKEN_PER_IP": "100000000/minute",
             "SIWA_RATELIMIT_TOKEN_PER_CLIENT": "100000000/minute",
+            "SIWA_RATELIMIT_AUTHORIZE_PER_IP": "100000000/minute",
             "BENCH_DB_URL": db_url,
             "BENCH_FLOOR_KEY_PEM": self.floor_key,
             "BENCH_ISSUER": ISSUER,
@@ -478,6 +515,12 @@ class Bench:
         created = json.loads(self.flask(env, "clients", "create", "--name", "Bench iOS",
                                         "--bundle-id", BUNDLE_ID))
         self.client_id = created["client_id"]
+        if "code" in o.groups:
+            self.log(f"[{backend}] registering the web app (first party, confidential)")
+            web = json.loads(self.flask(env, "clients", "create", "--type", "web",
+                                        "--name", "Bench Web", "--redirect-uri", WEB_REDIRECT,
+                                        "--first-party"))
+            self.web_client_id, self.web_secret = web["client_id"], web["client_secret"]
         engine = floors.make_engine(db_url)
         floors.create_table(engine)
         engine.dispose()
@@ -489,6 +532,10 @@ class Bench:
                               ready="/hello")
         self.app, self.floor, self.db_url, self.backend = app, floor, db_url, backend
         try:
+            if "code" in o.groups:
+                self.browser_cookie = self.sign_in_browser()
+                self.pkce_file = self.write_lines(
+                    f"pkce-{backend}.txt", [" ".join(pkce_pair()) for _ in range(PKCE_PAIRS)])
             self.preflight()
             self.fill_thread_pools()
             for rnd in range(1, o.rounds + 1):
@@ -497,15 +544,12 @@ class Bench:
                 if context and rnd == 1 and "context" in groups:
                     self.case_hello(rnd)
                     self.case_sign(rnd)
-                pairs: list[tuple[Callable[[int], None], Callable[[int], None]]] = []
                 if "api" in groups:
-                    pairs.append((self.case_verify_floor, self.case_api_me))
-                if "refresh" in groups:
-                    pairs.append((self.case_refresh_floor, self.case_refresh))
-                for floor_case, real_case in pairs:
-                    first, second = (floor_case, real_case) if rnd % 2 else (real_case, floor_case)
+                    first, second = (self.case_verify_floor, self.case_api_me) if rnd % 2 \
+                        else (self.case_api_me, self.case_verify_floor)
                     first(rnd)
                     second(rnd)
+                self.refresh_and_code(rnd)
                 if rnd == 1 and "api" in groups:
                     self.case_verify_lookup(rnd)
                 if "exchange" in groups:
@@ -517,6 +561,21 @@ class Bench:
                 server.stop()
                 if server in self.servers:
                     self.servers.remove(server)
+
+    def refresh_and_code(self, rnd: int) -> None:
+        """The refresh pair (floor and grant) and the code flow beside the grant, its yardstick:
+        odd rounds floor, grant, code flow; even rounds the other way round. With the code flow
+        but not the refresh group, the grant is measured alone (no floor), for the ratio."""
+        groups = self.opts.groups
+        cases: list[Callable[[int], None]] = []
+        if "refresh" in groups:
+            cases += [self.case_refresh_floor, self.case_refresh]
+        elif "code" in groups:
+            cases.append(self.case_refresh)
+        if "code" in groups:
+            cases.append(self.case_code_flow)
+        for case in cases if rnd % 2 else reversed(cases):
+            case(rnd)
 
     def fill_thread_pools(self) -> None:
         """Start every worker thread of the app and of the floors before the first round.
@@ -565,6 +624,8 @@ class Bench:
                               headers={"Authorization": "Bearer " + self.floor_bearer()})
             if r.status_code != 200:
                 raise BenchError(f"floor {path} answered {r.status_code}: {r.text[:300]}")
+        if "code" in self.opts.groups:
+            self.code_flow_once()
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -609,6 +670,100 @@ class Bench:
         finally:
             engine.dispose()
 
+    def sign_in_browser(self) -> str:
+        """Sign a browser in to siwa-web through the real flow, once; returns its Cookie header.
+
+        `GET /auth/apple/login` (a login transaction and its cookie), the emulator's sign-in
+        answered headlessly (`POST /__emulator/next-login`, then its `/auth/authorize` gives the
+        auto-submitting form_post page), then that form POSTed to `/auth/apple/callback` with
+        the transaction cookie: siwa-web redeems the Apple code and sets its session cookie.
+        The session is not single-use: every authorization of the code flow presents it.
+        """
+        import requests
+
+        assert self.apple is not None
+        base = self.app.base_url
+        with requests.Session() as browser:
+            browser.trust_env = False  # loopback only: no proxy from the environment
+            start = browser.get(base + "/auth/apple/login", params={"next": "/dashboard"},
+                                allow_redirects=False, timeout=60)
+            to_apple = start.headers.get("Location", "")
+            if start.status_code != 303 or not to_apple.startswith(self.apple.base_url):
+                raise BenchError(f"/auth/apple/login answered {start.status_code} "
+                                 f"to {to_apple!r}: {start.text[:300]}")
+            tx_cookies = {k: v for k, v in set_cookies(start).items() if v}
+            queued = browser.post(self.apple.base_url + "/__emulator/next-login",
+                                  json={"user_id": self.apple_users[0]}, timeout=60)
+            if queued.status_code != 200:
+                raise BenchError(f"emulator next-login answered {queued.status_code}: "
+                                 f"{queued.text[:300]}")
+            page = browser.get(to_apple, allow_redirects=False, timeout=60)
+            fields = {name: html.unescape(value) for name, value in re.findall(
+                r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+            if page.status_code != 200 or "code" not in fields:
+                raise BenchError(f"emulator's authorize answered {page.status_code} without a "
+                                 f"code: {page.text[:300]}")
+            browser.cookies.clear()
+            back = browser.post(base + "/auth/apple/callback", data=fields, headers={
+                "Cookie": "; ".join(f"{k}={v}" for k, v in tx_cookies.items())},
+                allow_redirects=False, timeout=60)
+            session = {k: v for k, v in set_cookies(back).items() if v}
+            if back.status_code != 303 or not session:
+                raise BenchError(f"/auth/apple/callback answered {back.status_code} with no "
+                                 f"session cookie: {back.text[:300]} (see {self.app.log})")
+            cookie = "; ".join(f"{k}={v}" for k, v in session.items())
+            browser.cookies.clear()
+            check = browser.get(base + "/dashboard", headers={"Cookie": cookie},
+                                allow_redirects=False, timeout=60)
+            if check.status_code != 200:
+                raise BenchError(f"the signed-in browser's /dashboard answered "
+                                 f"{check.status_code}: {check.headers.get('Location')}")
+        self.log(f"  browser signed in through Apple (emulator): cookie {', '.join(session)}")
+        return cookie
+
+    def web_basic(self) -> str:
+        raw = f"{self.web_client_id}:{self.web_secret}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def authorize_path(self) -> str:
+        """`/oauth/authorize?...` with everything but state, nonce and code_challenge."""
+        return "/oauth/authorize?" + urllib.parse.urlencode({
+            "response_type": "code", "client_id": self.web_client_id,
+            "redirect_uri": WEB_REDIRECT, "scope": CODE_SCOPE, "code_challenge_method": "S256",
+        }, quote_via=urllib.parse.quote)
+
+    def code_flow_once(self) -> None:
+        """One iteration of the code flow as bench/codeflow.lua sends it, checked in full."""
+        import requests
+
+        verifier, challenge = self.pkce_file.read_text().split("\n")[0].split()
+        state, nonce = "1.preflight." + secrets.token_hex(4), "n" + secrets.token_hex(8)
+        with requests.Session() as browser:
+            browser.trust_env = False
+            r = browser.get(self.app.base_url + self.authorize_path() + "&" + form(
+                {"state": state, "nonce": nonce, "code_challenge": challenge}),
+                headers={"Cookie": self.browser_cookie}, allow_redirects=False, timeout=60)
+            back = urllib.parse.urlsplit(r.headers.get("Location", ""))
+            got = dict(urllib.parse.parse_qsl(back.query))
+            if r.status_code != 303 or not back.geturl().startswith(WEB_REDIRECT) \
+                    or "code" not in got or got.get("state") != state or got.get("iss") != ISSUER:
+                raise BenchError(f"/oauth/authorize answered {r.status_code} to "
+                                 f"{r.headers.get('Location')!r}, not at once with a code: "
+                                 f"{r.text[:300]} (see {self.app.log})")
+            r = browser.post(self.app.base_url + "/oauth/token", data={
+                "grant_type": "authorization_code", "code": got["code"],
+                "redirect_uri": WEB_REDIRECT, "code_verifier": verifier},
+                headers={"Authorization": self.web_basic()}, timeout=60)
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
+        missing = [k for k in ("id_token", "access_token", "refresh_token") if k not in body]
+        if r.status_code != 200 or missing:
+            raise BenchError(f"code redemption answered {r.status_code} without {missing}: "
+                             f"{r.text[:300]}")
+        claims = jwt_claims(body["id_token"])
+        if claims.get("nonce") != nonce or claims.get("aud") != self.web_client_id:
+            raise BenchError(f"the code flow's ID token has nonce {claims.get('nonce')!r} and "
+                             f"aud {claims.get('aud')!r}, not {nonce!r} and {self.web_client_id}")
+
     def floor_bearer(self) -> str:
         import floors
         from joserfc.jwk import ECKey
@@ -648,9 +803,8 @@ class Bench:
             self.rate_hint[case] = max(self.rate_hint.get(case, 0.0), res.rps) * 1.5
             self.log(f"  {case}: ran out of single-use inputs ({starved} starved); running again")
         self.rate_hint[case] = max(self.rate_hint.get(case, 0.0), res.rps)
-        n = max(res.requests, 1)
         notes = {k: v for k, v in res.extra.items()
-                 if k in ("starved", "failed", "first_error") and v not in ("0", "")}
+                 if k in ("starved", "failed", "unexpected", "first_error") and v not in ("0", "")}
         unanswered = int(res.extra.get("unanswered", "0"))
         silence = int(res.extra.get("longest_silence", "0"))
         # A hung server: seconds without a single answer, or more requests unanswered at the
@@ -661,6 +815,14 @@ class Bench:
         elif unanswered > in_flight + 2:
             notes["stalled"] = (f"{unanswered} requests never answered, while rate x latency "
                                 f"allows ~{in_flight:.0f} in flight: part of the server hung")
+        if "iterations" in res.extra:
+            # Several requests per iteration (the code flow): rate and CPU per iteration, i.e.
+            # per code redeemed; wrk's latencies stay per request.
+            seconds = int(res.extra.get("duration_us", "0")) / 1e6 or (
+                res.requests / res.rps if res.rps else 0.0)
+            res.requests = int(res.extra["iterations"])
+            res.rps = res.requests / seconds if seconds else 0.0
+        n = max(res.requests, 1)
         which = "app" if server is self.app else "floor"
         m = Measurement(
             backend=self.backend, round=rnd, case=case, rps=res.rps, p50_ms=res.p50_ms,
@@ -729,6 +891,17 @@ class Bench:
                                    "&client_id=" + self.client_id)
 
         self.measure(rnd, "refresh", self.app, "/oauth/token", prepare)
+
+    def case_code_flow(self, rnd: int) -> None:
+        """A web app's sign-in with a live siwa-web session: authorize, then redeem the code
+        (bench/codeflow.lua); its rate and CPU are per iteration, i.e. per two requests."""
+        args = (self.authorize_path(), self.browser_cookie, self.web_basic(),
+                urllib.parse.quote(WEB_REDIRECT, safe=""), str(self.pkce_file))
+
+        def prepare(phase: str, conns: int, seconds: float) -> dict[str, Any]:
+            return {"script": BENCH_DIR / "codeflow.lua", "script_args": args}
+
+        self.measure(rnd, "code_flow", self.app, "/oauth/authorize", prepare)
 
     def case_exchange(self, rnd: int, latency: float) -> None:
         case = "exchange_0ms" if latency == 0 else f"exchange_{latency * 1000:g}ms"
