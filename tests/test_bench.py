@@ -4,11 +4,16 @@ Nothing here measures anything; the benchmark itself is run by hand (see docs/pe
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -29,7 +34,7 @@ def test_bench_modules_import(bench_path, module):
 
 
 def test_bench_lua_scripts_exist():
-    for script in ("bodies.lua", "chain.lua"):
+    for script in ("bodies.lua", "chain.lua", "codeflow.lua"):
         assert (BENCH / script).is_file()
 
 
@@ -59,3 +64,163 @@ def test_worker_threads_counts_each_childs_threads(bench_path):
         assert harness.worker_threads(types.SimpleNamespace(proc=None)) == []
     finally:
         child.communicate("\n", timeout=10)
+
+
+def _measurement(tokens, case, rnd, rps, **kw):
+    values = dict(backend="sqlite", round=rnd, case=case, rps=rps, p50_ms=10.0, p99_ms=20.0,
+                  requests=int(rps * 5), connections=16, non2xx=0, timeouts=0, socket_errors=0,
+                  server_cpu_us=1000.0, apple_cpu_us=0.0, pg_cpu_us=0.0, wrk_cores=0.1,
+                  busy_cores=2.0, other_cores=0.0)
+    values.update(kw)
+    return tokens.Measurement(**values)
+
+
+def test_code_flow_target_is_the_median_of_per_round_ratios_to_the_refresh_grant(bench_path):
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    ms = [_measurement(tokens, "refresh", r, rps) for r, rps in ((1, 200), (2, 100), (3, 200))]
+    ms += [_measurement(tokens, "code_flow", r, rps) for r, rps in ((1, 90), (2, 60), (3, 120))]
+    summary = report.summarize(ms, slots=64, latency=0.1)
+    verdict = next(v for v in summary.backends[0].verdicts if v.target.key == "code_flow")
+    assert verdict.target.floor == "refresh" and verdict.target.threshold == 0.50
+    assert verdict.ratios == [0.45, 0.6, 0.6] and verdict.median == 0.6
+    assert verdict.passed and verdict.verdict == "PASS"
+    text = report.render_text(summary, {"gunicorn": "g", "wrk": "w", "exchange_connections": 64})
+    assert "code flow, iterations/s" in text
+    assert ("code flow (authorize + redeem) ÷ refresh grant: rounds 0.45 0.60 0.60 -> median "
+            "0.60 (goal ≥ 0.50) PASS") in text
+    markdown = report.render_markdown(summary, _MACHINE, _SETTINGS)
+    assert "| code flow (authorize + redeem) ÷ refresh grant | 0.45, 0.60, 0.60 | 0.60 | ≥ 0.50 " \
+           "| **pass** |" in markdown
+    slow = [_measurement(tokens, "code_flow", r, 40) for r in (1, 2, 3)]
+    failing = report.summarize(ms[:3] + slow, slots=64, latency=0.1)
+    assert not next(v for v in failing.backends[0].verdicts if v.target.key == "code_flow").passed
+    assert not failing.all_passed
+
+
+def test_an_unexpected_answer_makes_a_code_flow_run_fail(bench_path):
+    """A 303 back to the login page is no 4xx: wrk would not count it, the script does."""
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    bad = _measurement(tokens, "code_flow", 1, 150, notes={"unexpected": "3"})
+    assert not bad.clean
+    summary = report.summarize([_measurement(tokens, "refresh", 1, 200), bad], slots=64,
+                               latency=0.1)
+    verdict = next(v for v in summary.backends[0].verdicts if v.target.key == "code_flow")
+    assert verdict.median == 0.75 and not verdict.passed
+    assert verdict.problems == ["code_flow round 1: unexpected=3"]
+
+
+_MACHINE = {k: "x" for k in ("date", "nproc", "cpu", "memory", "kernel", "python", "gunicorn",
+                             "flask", "werkzeug", "sqlalchemy", "joserfc", "cryptography",
+                             "psycopg", "sqlite", "postgresql", "wrk")}
+_SETTINGS = {"gunicorn": "g", "wrk": "w", "exchange_connections": 64, "rounds": 3,
+             "quick": False, "elapsed_s": 1}
+
+
+class _FakeProvider:
+    """Just enough of /oauth/authorize and /oauth/token to check what codeflow.lua sends."""
+
+    COOKIE, BASIC = "__Host-siwa=session.value", "Basic " + base64.b64encode(b"cli:sec").decode()
+    REDIRECT = "https://app.example/callback"
+
+    def __init__(self, signed_in: bool = True) -> None:
+        self.signed_in = signed_in
+        self.codes: dict[str, str] = {}
+        self.states: set[str] = set()
+        self.nonces: set[str] = set()
+        self.redeemed = 0
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wrappers import Request
+        from werkzeug.wrappers import Response
+
+        request = Request(environ)
+        if request.path == "/oauth/authorize" and request.method == "GET":
+            response = self.authorize(request)
+        elif request.path == "/oauth/token" and request.method == "POST":
+            response = self.token(request)
+        else:
+            response = Response("not here", status=404)
+        return response(environ, start_response)
+
+    def authorize(self, request):
+        import secrets
+
+        from werkzeug.utils import redirect
+
+        args = request.args
+        if not self.signed_in:
+            return redirect("/auth/login?next=/oauth/authorize", code=303)
+        expected = {"response_type": "code", "client_id": "cli", "redirect_uri": self.REDIRECT,
+                    "scope": "openid offline_access", "code_challenge_method": "S256"}
+        with self.lock:
+            if request.headers.get("Cookie") != self.COOKIE or any(
+                    args.get(k) != v for k, v in expected.items()):
+                self.errors.append(f"authorize: {request.headers.get('Cookie')} {dict(args)}")
+            if args["state"] in self.states or args["nonce"] in self.nonces:
+                self.errors.append(f"authorize: state or nonce reused: {dict(args)}")
+            self.states.add(args["state"])
+            self.nonces.add(args["nonce"])
+            code = secrets.token_urlsafe(32)
+            self.codes[code] = args["code_challenge"]
+        query = urlencode({"code": code, "state": args["state"], "iss": "https://siwa.test"})
+        return redirect(f"{self.REDIRECT}?{query}#_", code=303)
+
+    def token(self, request):
+        from werkzeug.wrappers import Response
+
+        form = request.form
+        with self.lock:
+            challenge = self.codes.pop(form.get("code", ""), None)
+            digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+            good = (challenge is not None and request.headers.get("Authorization") == self.BASIC
+                    and form.get("grant_type") == "authorization_code"
+                    and form.get("redirect_uri") == self.REDIRECT
+                    and base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == challenge)
+            if not good:
+                self.errors.append(f"token: {dict(form)}")
+                return Response('{"error": "invalid_grant"}', status=400)
+            self.redeemed += 1
+        return Response('{"id_token": "x", "access_token": "y"}', mimetype="application/json")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.parametrize("signed_in", [True, False])
+def test_codeflow_lua_authorizes_then_redeems_each_code_once(bench_path, tmp_path, signed_in):
+    """The Lua script of the code-flow case against a fake provider, for one second."""
+    from urllib.parse import quote
+
+    from werkzeug.serving import make_server
+
+    harness = importlib.import_module("harness")
+    tokens = importlib.import_module("tokens")
+    provider = _FakeProvider(signed_in=signed_in)
+    server = make_server("127.0.0.1", 0, provider, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    pairs = tmp_path / "pkce.txt"
+    pairs.write_text("\n".join(" ".join(tokens.pkce_pair()) for _ in range(5)) + "\n")
+    path = "/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": "cli", "redirect_uri": _FakeProvider.REDIRECT,
+        "scope": "openid offline_access", "code_challenge_method": "S256"}, quote_via=quote)
+    try:
+        res = harness.run_wrk(
+            f"http://127.0.0.1:{server.server_port}/oauth/authorize", connections=4, duration=1,
+            script=BENCH / "codeflow.lua", script_args=(
+                path, _FakeProvider.COOKIE, _FakeProvider.BASIC,
+                quote(_FakeProvider.REDIRECT, safe=""), str(pairs)))
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    iterations = int(res.extra["iterations"])
+    if not signed_in:  # sent to the login page: no code, every answer unexpected
+        assert iterations == 0 and int(res.extra["unexpected"]) > 0 and res.non2xx == 0
+        assert res.extra["first_error"].startswith("authorize:303:")
+        return
+    assert provider.errors == [] and res.extra["unexpected"] == "0" and res.non2xx == 0
+    assert iterations > 0 and int(res.extra["authorized"]) >= iterations
+    assert 0 <= provider.redeemed - iterations <= 4  # answers wrk no longer read at the end
+    assert int(res.extra["duration_us"]) > 0
