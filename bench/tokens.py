@@ -9,23 +9,31 @@ What runs, all on 127.0.0.1:
 
 * siwa-web under gunicorn with the production settings (`gunicorn -c gunicorn.conf.py app:app`,
   SIWA_ENV=production, its own database, migrated with `flask db upgrade`, one native client
-  registered with `flask clients create`);
+  and one first-party confidential web client registered with `flask clients create`);
 * the floors (bench/floors.py) under the same gunicorn settings, on the same database;
 * Apple: siwa-web's emulator (bench/apple.py), one process, with a switchable delay on its
   token endpoint;
 * wrk, one thread, keep-alive connections (`-t1 -c16 -d5s` by default, 9 rounds), after a warm-up.
 
 Each round measures, floor and real side by side (their order alternates between rounds):
-the verify floor and `GET /api/me`; the minimal-refresh floor and the refresh grant; then the
-token exchange with Apple answering at once (the CPU ceiling) and with 100 ms of added latency
-(with as many connections as the server has worker slots, so the client is not the limit).
+the verify floor and `GET /api/me`; the minimal-refresh floor and the refresh grant, with a web
+app's code flow right beside the grant (floor, grant, code flow; in even rounds the reverse);
+then the token exchange with Apple answering at once (the CPU ceiling) and with 100 ms of added
+latency (with as many connections as the server has worker slots, so the client is not the
+limit).
 The bare-Flask and one-signature floors are measured once, in the first round of the first
-database (they do not touch it). Targets are medians over the rounds of real ÷ floor.
+database (they do not touch it). Targets are medians over the rounds of real ÷ floor; the code
+flow's yardstick is the refresh grant (code flow iterations/s ÷ refresh grants/s).
 
 Single-use inputs are prepared before every wrk run: Apple codes are minted through the
 emulator's `POST /__emulator/native/authorize` and fed to wrk one per request
 (bench/bodies.lua); refresh tokens come from real exchanges (or, for the floor, from its table)
 and are chained by bench/chain.lua, each response's new token being used by a later request.
+The code flow needs none: one iteration is `GET /oauth/authorize` with a signed-in browser's
+session cookie (a fresh state and nonce, a PKCE S256 challenge), whose 303 carries the code that
+the next request redeems with `POST /oauth/token` (bench/codeflow.lua). The browser is signed in
+once per database, through the real flow (the emulator answering its sign-in page headlessly),
+and its cookie reused by every authorization.
 """
 from __future__ import annotations
 
