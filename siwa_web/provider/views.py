@@ -98,7 +98,8 @@ def consent() -> ResponseReturnValue:
     handle = request.values.get("request")
     row = pending.load(handle)
     session_row = _signed_in_session()
-    if row is None or session_row is None:
+    if row is None or session_row is None or (  # a request still waiting for a fresh sign-in
+            row.login_after is not None and session_row.auth_time < row.login_after):
         return _expired()
     req = AuthorizationRequest.from_params(row.params)
     client = clients.get_active(db.session, req.client_id)

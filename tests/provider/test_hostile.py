@@ -881,6 +881,29 @@ def test_a_consent_post_with_an_unknown_handle_shows_the_expired_page(app, brows
     assert "no longer valid" in assert_our_error_page(response)
 
 
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}],
+                         ids=["prompt=login", "max_age=0"])
+def test_a_request_waiting_for_a_fresh_sign_in_cannot_be_answered_on_the_consent_page(
+        app, fake_apple, browser, partner, extra):
+    """The sign-in page's handle, taken to the consent form by a browser whose session is too
+    old for the request, must not skip the sign-in the app asked for."""
+    _, challenge = pkce()
+    to_login = authorize(browser, authorize_params(partner, challenge, **extra))
+    next_url = answer(to_login)["next"]
+    handle = next_url.split("request=", 1)[1]
+    with stores_nothing(app):
+        shown = browser.get(f"/oauth/authorize/consent?request={handle}")
+        posted = _consent(browser, handle)
+    for response in (shown, posted):
+        assert "no longer valid" in assert_our_error_page(response)
+    # the way the app asked for still works: a fresh sign-in, then the consent page
+    assert sign_in(browser, fake_apple, sub=DEFAULT_SUB, next_url=next_url).status_code == 303
+    to_consent = browser.get(next_url)
+    assert to_consent.headers["Location"].startswith("/oauth/authorize/consent?request=")
+    fresh = to_consent.headers["Location"].split("request=", 1)[1]
+    assert "code" in answer(_consent(browser, fresh))
+
+
 # --- clickjacking ---------------------------------------------------------------------------------
 
 
