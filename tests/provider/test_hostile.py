@@ -30,6 +30,7 @@ from siwa_web.models import AuthorizationCode
 from siwa_web.models import Client
 from siwa_web.models import Consent
 from siwa_web.models import TokenFamily
+from siwa_web.models import WebSession
 from siwa_web.models.base import now_utc
 from support.apple import DEFAULT_SUB
 from support.tokens import assert_oauth_error
@@ -580,6 +581,39 @@ def test_a_code_that_was_never_issued_is_refused(app, browser, backend, webapp, 
     with stores_nothing(app):
         response = redeem(backend, webapp, value, pkce()[0])
     assert_oauth_error(response, 400, error)
+
+
+def _end_first_session(app, fake_apple, browser, how: str) -> None:
+    if how == "signed out":
+        assert browser.post("/auth/logout",
+                            data={"csrf_token": csrf_token(browser)}).status_code == 303
+    elif how == "signed out, then someone else signed in":
+        assert browser.post("/auth/logout",
+                            data={"csrf_token": csrf_token(browser)}).status_code == 303
+        assert sign_in(browser, fake_apple, sub=OTHER_SUB).status_code == 303
+    elif how == "ended from another browser":
+        with app.app_context():
+            first = db.session.scalars(select(WebSession.id)).one()
+        other = other_browser(app, fake_apple, sub=DEFAULT_SUB)
+        ended = other.post(f"/dashboard/sessions/{first}/revoke",
+                           data={"csrf_token": csrf_token(other)})
+        assert ended.status_code == 303
+
+
+@pytest.mark.parametrize("how", ["signed out", "signed out, then someone else signed in",
+                                 "ended from another browser"])
+def test_a_code_from_a_browser_session_that_has_ended_gives_no_tokens(
+        app, fake_apple, browser, backend, webapp, how):
+    """A code is bound to the siwa-web session it was issued in: once that session has ended,
+    the sign-in it stood for is over, and the code gives tokens to nobody."""
+    verifier, challenge = pkce()
+    code = code_for(browser, webapp, challenge, scope="openid offline_access")
+    _end_first_session(app, fake_apple, browser, how)
+    families = count(app, TokenFamily)
+    response = redeem(backend, webapp, code, verifier)
+    assert_oauth_error(response, 400, "invalid_grant")
+    assert count(app, TokenFamily) == families
+    assert audit_reasons(app) == ["web_session_ended"]
 
 
 def test_a_code_gives_tokens_for_the_person_it_was_issued_to_only(

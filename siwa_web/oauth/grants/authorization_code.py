@@ -7,9 +7,10 @@ session, `amr`), an access token for the audience it asked for and, with `offlin
 refresh token in a rotating family bound to this client and this sign-in.
 
 Every failure about the code itself is one `invalid_grant`, whatever the cause (unknown,
-expired, used, another client's, another redirect URI, wrong verifier): the reason is logged
-and audited, never sent. A code presented a second time also revokes what its first
-redemption issued (RFC 6749 §4.1.2).
+expired, used, another client's, another redirect URI, wrong verifier, or the browser session
+it was issued in has ended since — signed out or revoked): the reason is logged and audited,
+never sent. A code presented a second time also revokes what its first redemption issued
+(RFC 6749 §4.1.2).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from ...models import AuthorizationCode
 from ...models import User
+from ...models import WebSession
 from ...models.base import now_utc
 from .. import clients
 from .. import codes
@@ -58,7 +60,14 @@ class AuthorizationCodeGrant(BaseGrant):
         if redirect_uri != code.redirect_uri:
             raise InvalidGrantError(reason="redirect_uri_mismatch")
         self._check_pkce(code, verifier)
+        if code.web_session_id is not None and not self._session_alive(code.web_session_id):
+            raise InvalidGrantError(reason="web_session_ended")
         self.scopes = tuple(code.scope.split())
+
+    def _session_alive(self, web_session_id: str) -> bool:
+        """The sign-in the code stands for is still on: its browser session is not revoked."""
+        row = self.session.get(WebSession, web_session_id)
+        return row is not None and row.revoked_at is None
 
     def _check_pkce(self, code: AuthorizationCode, verifier: str | None) -> None:
         if code.code_challenge is None:
