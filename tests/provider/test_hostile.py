@@ -13,6 +13,7 @@ answered at once with a code; apps talk to the token endpoint from their own bac
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -32,6 +33,7 @@ from siwa_web.models import Consent
 from siwa_web.models import TokenFamily
 from siwa_web.models import WebSession
 from siwa_web.models.base import now_utc
+from siwa_web.oauth import clients
 from support.apple import DEFAULT_SUB
 from support.tokens import assert_oauth_error
 from support.tokens import audit_events
@@ -39,6 +41,7 @@ from support.tokens import bearer
 from support.tokens import decode
 from support.tokens import rows_without_audit
 from support.tokens import shift
+from support.tokens import snapshot
 from support.web import csrf_token
 from support.web import sign_in
 from support.webapps import APP_REDIRECT
@@ -630,6 +633,19 @@ def test_a_code_gives_tokens_for_the_person_it_was_issued_to_only(
     assert first["sub"] != second["sub"] and first["sid"] != second["sid"]
 
 
+def test_a_code_of_a_client_disabled_since_gives_nothing(app, browser, backend, webapp):
+    verifier, challenge = pkce()
+    code = code_for(browser, webapp, challenge)
+    with app.app_context():
+        db.session.execute(update(Client).where(Client.id == webapp.client_id)
+                           .values(disabled_at=now_utc()))
+        db.session.commit()
+    with stores_nothing(app):
+        response = redeem(backend, webapp, code, verifier)
+    assert_oauth_error(response, 401, "invalid_client")
+    assert audit_reasons(app) == ["client_unknown"]
+
+
 # --- client authentication at the token endpoint --------------------------------------------------
 
 
@@ -1102,3 +1118,112 @@ def test_an_empty_repeat_is_no_repeat(app, browser, webapp):
     params["scope"] = [params["scope"], ""]
     assert "code" in answer(authorize(browser, params))
 
+
+
+# --- registration: what can never become a redirect URI, and the secret -------------------------
+
+NEVER_REGISTERED = {
+    "fragment": "https://app.example/callback#x",
+    "empty fragment": "https://app.example/callback#",
+    "wildcard host": "https://*.app.example/callback",
+    "wildcard path": "https://app.example/*",
+    "userinfo": "https://app.example@evil.example/callback",
+    "user and password": "https://user:pw@app.example/callback",
+    "dot-dot segment": "https://app.example/evil/../callback",
+    "dot segment": "https://app.example/./callback",
+    "encoded dot segment": "https://app.example/evil/%2e%2e/callback",
+    "encoded dot, upper case": "https://app.example/%2E/callback",
+    "backslash": "https://app.example\\@evil.example/callback",
+    "plain http": "http://app.example/callback",
+    "relative": "/callback",
+    "scheme-relative": "//app.example/callback",
+    "no host": "https:app.example/callback",
+    "nothing but a scheme": "https://",
+    "javascript": "javascript:alert(document.domain)",
+    "data": "data:text/html,<script>alert(1)</script>",
+    "custom scheme": "com.example.app:/callback",
+    "space": "https://app.example/call back",
+    "line break": "https://app.example/callback\n",
+    "NUL": "https://app.example/callback\x00",
+    "empty": "",
+    "too long": "https://app.example/" + "a" * 2000,
+    "port out of range": "https://app.example:99999/callback",
+    "port not a number": "https://app.example:https/callback",
+}
+
+
+@pytest.mark.parametrize("field", ["redirect_uris", "post_logout_redirect_uris",
+                                   "backchannel_logout_uri"])
+@pytest.mark.parametrize("uri", NEVER_REGISTERED.values(), ids=NEVER_REGISTERED.keys())
+def test_a_uri_a_browser_could_be_bent_through_is_never_registered(app, uri, field):
+    options = {"redirect_uris": [APP_REDIRECT]}
+    if field == "backchannel_logout_uri":
+        options[field] = uri
+    else:
+        options[field] = [APP_REDIRECT, uri] if field == "redirect_uris" else [uri]
+    with app.app_context(), stores_nothing(app):
+        with pytest.raises(clients.ClientError):
+            clients.create_web(db.session, name="Hostile", production=False, **options)
+        db.session.rollback()
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:8400/callback", "http://127.0.0.1/callback",
+                                 "http://[::1]:8400/callback"])
+def test_plain_http_is_for_loopback_outside_production_only(app, uri):
+    with app.app_context(), stores_nothing(app):
+        with pytest.raises(clients.ClientError):
+            clients.create_web(db.session, name="Dev", redirect_uris=[uri], production=True)
+        db.session.rollback()
+    with app.app_context():
+        client, _ = clients.create_web(db.session, name="Dev", redirect_uris=[uri],
+                                       production=False)
+        assert client.redirect_uris == [uri]
+
+
+def test_a_web_client_without_redirect_uris_is_refused(app):
+    with app.app_context(), stores_nothing(app):
+        with pytest.raises(clients.ClientError):
+            clients.create_web(db.session, name="Nowhere", redirect_uris=[])
+        db.session.rollback()
+
+
+def test_the_secret_is_shown_once_and_kept_only_as_a_hash(app, webapp, spa):
+    assert len(webapp.secret) >= 43  # 256 random bits
+    stored = json.dumps(snapshot(app, "clients"), default=str)
+    assert webapp.secret not in stored
+    with app.app_context():
+        confidential = db.session.get(Client, webapp.client_id)
+        public = db.session.get(Client, spa.client_id)
+        shown = json.dumps([clients.as_dict(confidential), clients.as_dict(public)])
+        assert confidential.secret_hash and confidential.secret_hash not in shown
+        assert webapp.secret not in shown
+        assert public.secret_hash is None and spa.secret is None
+        assert not clients.secret_matches_hash(None, webapp.secret)
+        assert not clients.secret_matches_hash(confidential.secret_hash, "")
+        assert not clients.secret_matches_hash(confidential.secret_hash, webapp.secret + "x")
+        assert not clients.secret_matches_hash(confidential.secret_hash, "x" * 513)
+        assert clients.secret_matches_hash(confidential.secret_hash, webapp.secret)
+
+
+def test_a_rotated_secret_stops_working_at_once(app, browser, backend, webapp):
+    with app.app_context():
+        new = clients.rotate_secret(db.session, webapp.client_id)
+        db.session.commit()
+    verifier, challenge = pkce()
+    code = code_for(browser, webapp, challenge)
+    with stores_nothing(app):
+        old = redeem(backend, webapp, code, verifier)
+    assert_oauth_error(old, 401, "invalid_client")
+    assert redeem(backend, WebApp(webapp.client_id, new), code, verifier).status_code == 200
+
+
+@pytest.mark.parametrize("whose", ["public web app", "native app", "unknown"])
+def test_only_a_confidential_web_app_has_a_secret_to_rotate(app, spa, native_client, whose):
+    client_id = {"public web app": spa.client_id, "native app": native_client.client_id,
+                 "unknown": "cli_" + "u" * 24}[whose]
+    with app.app_context():
+        before = snapshot(app, "clients")
+        with pytest.raises(clients.ClientError):
+            clients.rotate_secret(db.session, client_id)
+        db.session.rollback()
+    assert snapshot(app, "clients") == before
