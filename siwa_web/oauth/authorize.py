@@ -36,7 +36,7 @@ LOGIN_HINT_MAX = 255
 MAX_AGE_MAX = 10**9
 RESPONSE_MODES = ("query", "form_post")
 KNOWN_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
-_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*\Z")  # \Z: `$` would also pass a final "\n"
 
 
 class UnsafeRequest(Exception):

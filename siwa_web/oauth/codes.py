@@ -30,8 +30,8 @@ from .collaborators import DbSession
 
 MAX_CODE_LENGTH = 128
 # RFC 7636 §4.1: 43-128 characters of [A-Z a-z 0-9 - . _ ~]; an S256 challenge is 43 of base64url.
-VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}\Z")  # \Z, not `$`: no final "\n"
+S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 
 
 def issue(

@@ -420,6 +420,7 @@ PKCE_REFUSED = {
     "base64, not base64url": (CHALLENGE[:41] + "+/", "S256", "pkce_challenge_malformed"),
     "the verifier itself": (VERIFIER, "S256", "pkce_challenge_malformed"),
     "non-ASCII": ("é" * 43, "S256", "pkce_challenge_malformed"),
+    "trailing line break": (CHALLENGE + "\n", "S256", "pkce_challenge_malformed"),
 }
 
 
@@ -765,8 +766,10 @@ def test_nonce_comes_back_exactly_in_the_id_token(app, browser, backend, webapp)
 
 
 @pytest.mark.parametrize("mode", ["query", "form_post"])
-@pytest.mark.parametrize("state", ["s" * 513, "état", "line\nbreak", "nul\x00", "tab\there"],
-                         ids=["513 characters", "non-ASCII", "line break", "NUL", "tab"])
+@pytest.mark.parametrize("state", ["s" * 513, "état", "line\nbreak", "nul\x00", "tab\there",
+                                   "state-123\n"],
+                         ids=["513 characters", "non-ASCII", "line break", "NUL", "tab",
+                              "trailing line break"])
 def test_an_unacceptable_state_is_refused_without_being_echoed(app, browser, webapp, state,
                                                               mode):
     _, challenge = pkce()
@@ -782,8 +785,9 @@ def test_an_unacceptable_state_is_refused_without_being_echoed(app, browser, web
         assert quote(state[:20]) not in response.headers["Location"]
 
 
-@pytest.mark.parametrize("nonce", ["n" * 256, "nöncé", "line\nbreak"],
-                         ids=["256 characters", "non-ASCII", "line break"])
+@pytest.mark.parametrize("nonce", ["n" * 256, "nöncé", "line\nbreak", "nonce-456\n"],
+                         ids=["256 characters", "non-ASCII", "line break",
+                              "trailing line break"])
 def test_an_unacceptable_nonce_is_invalid_request(app, browser, webapp, nonce):
     _, challenge = pkce()
     with stores_nothing(app):
