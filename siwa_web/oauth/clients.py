@@ -19,8 +19,8 @@ from .collaborators import DbSession
 CLIENT_ID_PREFIX = "cli_"
 MAX_CLIENT_ID_LENGTH = 64
 # Apple bundle ids: reverse-DNS of letters, digits, hyphens and dots.
-_BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_AUDIENCE = re.compile(r"^[\x21-\x7e]{1,255}$")
+_BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")  # \Z: `$` passes a final "\n"
+_AUDIENCE = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 
 class ClientError(ValueError):

@@ -1184,6 +1184,16 @@ def test_plain_http_is_for_loopback_outside_production_only(app, uri):
         assert client.redirect_uris == [uri]
 
 
+@pytest.mark.parametrize("audience", ["https://api.example\n", "https://api.example/ x",
+                                      "cli_" + "a" * 24, ""])
+def test_an_api_audience_must_be_one_printable_identifier(app, audience):
+    with app.app_context(), stores_nothing(app):
+        with pytest.raises(clients.ClientError):
+            clients.create_web(db.session, name="API", redirect_uris=[APP_REDIRECT],
+                               audiences=[audience])
+        db.session.rollback()
+
+
 def test_a_web_client_without_redirect_uris_is_refused(app):
     with app.app_context(), stores_nothing(app):
         with pytest.raises(clients.ClientError):

@@ -40,9 +40,12 @@ def test_client_ids_are_random(runner):
 @pytest.mark.parametrize("args, message", [
     (["--name", "X", "--bundle-id", "not a bundle"], "bundle id"),
     (["--name", "X", "--bundle-id", "nodots"], "bundle id"),
+    (["--name", "X", "--bundle-id", "com.example.x\n"], "bundle id"),
     (["--name", "", "--bundle-id", "com.example.x"], "name"),
     (["--name", "X", "--bundle-id", "com.example.x", "--audience", "has space"], "audience"),
     (["--name", "X", "--bundle-id", "com.example.x", "--audience", "cli_abc"], "audience"),
+    (["--name", "X", "--bundle-id", "com.example.x", "--audience", "https://api.example\n"],
+     "audience"),
     (["--name", "X", "--bundle-id", "com.example.x", "--scope", 'bad"scope'], "scope"),
     (["--bundle-id", "com.example.x"], "name"),
 ])
