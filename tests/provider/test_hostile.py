@@ -402,6 +402,8 @@ def test_each_answer_goes_to_the_registered_uri_the_request_named(app, browser, 
     location = success.headers["Location"]
     assert location.startswith(registered + ("&" if "?" in registered else "?") + "code=")
     assert answer(success)["_to"] == registered.split("?")[0]
+    posted = authorize(browser, authorize_params(webapp, challenge, response_mode="form_post"))
+    assert "code" in form_post(posted, to=registered)  # form-action: that URI's origin only
 
 
 # --- PKCE at the authorization endpoint -----------------------------------------------------------
@@ -645,6 +647,20 @@ def test_a_code_of_a_client_disabled_since_gives_nothing(app, browser, backend, 
         response = redeem(backend, webapp, code, verifier)
     assert_oauth_error(response, 401, "invalid_client")
     assert audit_reasons(app) == ["client_unknown"]
+
+
+@pytest.mark.parametrize("name", ["code", "redirect_uri", "code_verifier", "grant_type"])
+def test_a_repeated_token_request_parameter_is_invalid_request(app, browser, backend, webapp,
+                                                               name):
+    verifier, challenge = pkce()
+    code = code_for(browser, webapp, challenge)
+    data = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": webapp.redirect_uri, "code_verifier": verifier}
+    data[name] = [data[name], data[name]]
+    with stores_nothing(app):
+        response = backend.post("/oauth/token", data=data, headers=basic(webapp))
+    assert_oauth_error(response, 400, "invalid_request")
+    assert redeem(backend, webapp, code, verifier).status_code == 200
 
 
 # --- client authentication at the token endpoint --------------------------------------------------
@@ -924,6 +940,49 @@ def test_a_consent_handle_is_worthless_in_another_browser(app, fake_apple, brows
             response = other.get(f"/oauth/authorize/consent?request={handle}")
     assert "no longer valid" in assert_our_error_page(response)
     assert "code" in answer(_consent(browser, handle))  # its own browser can still answer
+
+
+@pytest.mark.parametrize("same_person", [False, True], ids=["someone else", "same person"])
+def test_a_sign_in_handle_is_worthless_in_another_browser(app, fake_apple, browser, webapp,
+                                                          same_person):
+    _, challenge = pkce()
+    next_url = answer(authorize(browser, authorize_params(webapp, challenge,
+                                                          prompt="login")))["next"]
+    other = other_browser(app, fake_apple, sub=DEFAULT_SUB if same_person else OTHER_SUB)
+    with stores_nothing(app):
+        response = other.get(next_url)
+    assert "no longer valid" in assert_our_error_page(response)
+
+
+@pytest.mark.parametrize("gone", ["expired", "client disabled"])
+def test_a_consent_form_for_a_request_that_is_gone_shows_the_expired_page(app, browser,
+                                                                          partner, gone):
+    handle = consent_handle(browser, partner)
+    if gone == "expired":
+        shift(app, "pending_authorizations", "expires_at", -601)
+    else:
+        with app.app_context():
+            db.session.execute(update(Client).where(Client.id == partner.client_id)
+                               .values(disabled_at=now_utc()))
+            db.session.commit()
+    with stores_nothing(app):
+        response = _consent(browser, handle)
+    assert "no longer valid" in assert_our_error_page(response)
+
+
+def test_a_remembered_consent_covers_only_what_was_allowed_and_by_whom(app, fake_apple, browser,
+                                                                      partner):
+    handle = consent_handle(browser, partner, scope="openid profile")
+    assert "code" in answer(_consent(browser, handle))
+    _, challenge = pkce()
+    other = other_browser(app, fake_apple)
+    with stores_nothing(app):
+        more = authorize(browser, authorize_params(partner, challenge, prompt="none",
+                                                   scope="openid profile email"))
+        someone_else = authorize(other, authorize_params(partner, challenge, prompt="none",
+                                                         scope="openid profile"))
+    assert_error_redirect(more, "consent_required")
+    assert_error_redirect(someone_else, "consent_required")
 
 
 @pytest.mark.parametrize("handle", [None, "", "x" * 32, "x" * 65])
