@@ -19,12 +19,21 @@ import re
 from datetime import datetime
 from datetime import timedelta
 
+from sqlalchemy import Row
+from sqlalchemy import String
+from sqlalchemy import bindparam
+from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
 
 from ..infra.crypto import new_token
 from ..infra.crypto import token_hash
 from ..models import AuthorizationCode
+from ..models import Client
+from ..models import User
+from ..models import WebSession
+from ..models.base import UTCDateTime
+from ..models.base import new_id
 from ..models.base import now_utc
 from .collaborators import DbSession
 
@@ -39,44 +48,72 @@ def issue(
     redirect_uri: str, scope: str, audience: str, nonce: str | None,
     code_challenge: str | None, auth_time: datetime,
 ) -> str:
-    """Store a new code and return its value (sent to the browser once, never stored)."""
+    """Store a new code and return its value (sent to the browser once, never stored).
+
+    A Core INSERT: every single-sign-on answer writes one, and the unit of work would cost more
+    than the SQL (as for refresh tokens)."""
     value = new_token(32)
     now = now_utc()
-    session.add(AuthorizationCode(
-        code_hash=token_hash(value), client_id=client_id, user_id=user_id,
-        web_session_id=web_session_id, redirect_uri=redirect_uri, scope=scope,
-        audience=audience, nonce=nonce, code_challenge=code_challenge, auth_time=auth_time,
-        created_at=now, expires_at=now + timedelta(seconds=ttl),
-    ))
+    session.connection().execute(_ISSUE, {
+        "id": new_id(), "code_hash": token_hash(value), "client_id": client_id,
+        "user_id": user_id, "web_session_id": web_session_id, "redirect_uri": redirect_uri,
+        "scope": scope, "audience": audience, "nonce": nonce, "code_challenge": code_challenge,
+        "auth_time": auth_time, "created_at": now, "expires_at": now + timedelta(seconds=ttl)})
     return value
 
 
-def find(session: DbSession, value: str | None) -> AuthorizationCode | None:
-    """The code row by its hash (exact match), or None; absurd values are not looked up."""
+# The redemption's statements, built once and run as Core (the code flow's hot path).
+_AC = AuthorizationCode.__table__
+_ISSUE = insert(_AC)
+# The code with everything its redemption checks: the client (secret, kind, enabled), the user
+# (enabled, profile) and whether its browser session still stands — one query.
+_PRESENTED = (
+    select(
+        _AC.c.id, _AC.c.client_id, _AC.c.user_id, _AC.c.web_session_id, _AC.c.redirect_uri,
+        _AC.c.scope, _AC.c.audience, _AC.c.nonce, _AC.c.code_challenge, _AC.c.auth_time,
+        _AC.c.expires_at, _AC.c.consumed_at, _AC.c.family_id,
+        Client.secret_hash.label("client_secret_hash"), Client.kind.label("client_kind"),
+        Client.disabled_at.label("client_disabled_at"),
+        User.disabled_at.label("user_disabled_at"), User.email, User.email_verified,
+        User.first_name, User.last_name,
+        WebSession.revoked_at.label("session_revoked_at"),
+    )
+    .join(Client, Client.id == _AC.c.client_id)
+    .join(User, User.id == _AC.c.user_id)
+    .outerjoin(WebSession, WebSession.id == _AC.c.web_session_id)
+    .where(_AC.c.code_hash == bindparam("code_hash"))
+)
+# Compare-and-set: only the one request that flips consumed_at redeems the code, and it records
+# the family it is about to start in the same statement (for revoking it on a replay).
+_CLAIM = (
+    update(_AC)
+    .where(_AC.c.id == bindparam("code_id"), _AC.c.consumed_at.is_(None))
+    .values(consumed_at=bindparam("now", type_=UTCDateTime()),
+            family_id=bindparam("family_id", type_=String()))
+)
+
+
+def presented(session: DbSession, value: str | None) -> Row | None:
+    """The code with its client, user and session state, or None; absurd values are not
+    looked up."""
     if not value or len(value) > MAX_CODE_LENGTH or not value.isascii():
         return None
-    return session.execute(
-        select(AuthorizationCode).where(AuthorizationCode.code_hash == token_hash(value))
-    ).scalar_one_or_none()
+    return session.connection().execute(_PRESENTED, {"code_hash": token_hash(value)}).first()
 
 
-def claim(session: DbSession, code: AuthorizationCode) -> bool:
-    """Mark the code used; True only for the one request that did (compare-and-set)."""
-    changed = session.execute(
-        update(AuthorizationCode)
-        .where(AuthorizationCode.id == code.id, AuthorizationCode.consumed_at.is_(None))
-        .values(consumed_at=now_utc())
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    return changed == 1
+def family_of(session: DbSession, code_id: str) -> str | None:
+    """The family a code's redemption started, re-read after losing the race to redeem it."""
+    return session.connection().execute(
+        select(_AC.c.family_id).where(_AC.c.id == code_id)).scalar_one_or_none()
 
 
-def attach_family(session: DbSession, code: AuthorizationCode, family_id: str) -> None:
-    """Remember what the redemption started, for revoking it if the code is replayed."""
-    session.execute(
-        update(AuthorizationCode).where(AuthorizationCode.id == code.id)
-        .values(family_id=family_id).execution_options(synchronize_session=False)
-    )
+def claim_for(session: DbSession, code_id: str, family_id: str) -> bool:
+    """Mark the code used by the family `family_id`; True only for the request that did."""
+    return session.connection().execute(
+        _CLAIM, {"code_id": code_id, "now": now_utc(), "family_id": family_id}).rowcount == 1
+
+
+
 
 
 def s256(verifier: str) -> str:
@@ -88,11 +125,3 @@ def s256(verifier: str) -> str:
 def verifier_matches(challenge: str, verifier: str) -> bool:
     """Whether `verifier` is well formed and hashes to `challenge` (constant time)."""
     return bool(VERIFIER.match(verifier)) and hmac.compare_digest(s256(verifier), challenge)
-
-
-def find_by_id(session: DbSession, code_id: str) -> AuthorizationCode | None:
-    """Re-read a code after losing the race to redeem it (to see the winner's family)."""
-    return session.execute(
-        select(AuthorizationCode).where(AuthorizationCode.id == code_id)
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()

@@ -100,6 +100,7 @@ def start_family(
     user_agent: str | None,
     web_session_id: str | None = None,
     auth_time: datetime | None = None,
+    family_id: str | None = None,
 ) -> NewFamily:
     """Start an app session (and its first refresh token with offline access), as Core inserts.
 
@@ -109,7 +110,8 @@ def start_family(
     ttl = settings.refresh_absolute_ttl if offline else settings.access_token_ttl
     expires = now + timedelta(seconds=ttl)
     params: dict[str, Any] = {
-        "fam": new_id(), "user_id": user_id, "client_id": client_id, "identity_id": identity_id,
+        "fam": family_id or new_id(), "user_id": user_id, "client_id": client_id,
+        "identity_id": identity_id,
         "new_scope": scope, "audience": audience, "now": now, "expires": expires,
         "client_ip": _clip(ip, 64), "client_ua": _clip(user_agent, 512),
         "web_session_id": web_session_id, "auth_time": auth_time or now,

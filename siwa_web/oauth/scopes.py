@@ -15,7 +15,7 @@ STANDARD_SCOPES = (OPENID, PROFILE, EMAIL, OFFLINE_ACCESS)
 DEFAULT_SCOPE = OPENID
 MAX_SCOPE_LENGTH = 1000  # the width of the scope columns
 # scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,100}$")
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,100}\Z")
 
 
 def is_scope_token(value: str) -> bool:

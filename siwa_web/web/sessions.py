@@ -23,6 +23,7 @@ from flask.sessions import SessionMixin
 from flask_login import login_user
 from flask_login import logout_user
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..infra.crypto import new_token
@@ -84,8 +85,9 @@ def is_alive(row: WebSession) -> bool:
 
 
 def _load(token: str) -> User | None:
-    row = db.session.execute(
-        select(WebSession).where(WebSession.token_hash == token_hash(token))
+    row = db.session.execute(  # the user comes in the same query (it is always needed)
+        select(WebSession).options(joinedload(WebSession.user))
+        .where(WebSession.token_hash == token_hash(token))
     ).scalar_one_or_none()
     if row is None or not is_alive(row):
         return None

@@ -646,7 +646,7 @@ def test_a_code_of_a_client_disabled_since_gives_nothing(app, browser, backend, 
     with stores_nothing(app):
         response = redeem(backend, webapp, code, verifier)
     assert_oauth_error(response, 401, "invalid_client")
-    assert audit_reasons(app) == ["client_unknown"]
+    assert audit_reasons(app) == ["client_disabled"]  # as for its refresh tokens
 
 
 @pytest.mark.parametrize("name", ["code", "redirect_uri", "code_verifier", "grant_type"])

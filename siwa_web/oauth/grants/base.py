@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from typing import ClassVar
 from typing import Protocol
@@ -24,6 +25,16 @@ from ..profile import Profile
 from ..requests import TokenRequest
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: How siwa-web authenticated the person in a web sign-in: through Apple, a federated sign-in.
+AMR = ("fed",)
+
+
+@dataclass(frozen=True)
+class ClientRef:
+    """The client as far as a refresh or a code redemption needs it: its id, read (enabled and
+    authenticated) with the token or code itself."""
+
+    id: str
 
 
 class GrantContext(Protocol):

@@ -5,7 +5,6 @@ https://datatracker.ietf.org/doc/html/rfc6749#section-6 ; the family semantics a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
@@ -18,15 +17,9 @@ from ..errors import InvalidClientError
 from ..errors import InvalidGrantError
 from ..errors import InvalidRequestError
 from ..profile import Profile
-from .authorization_code import AMR
+from .base import AMR
 from .base import BaseGrant
-
-
-@dataclass(frozen=True)
-class ClientRef:
-    """The client as far as a refresh needs it: its id, read with the token (enabled)."""
-
-    id: str
+from .base import ClientRef
 
 
 class RefreshTokenGrant(BaseGrant):
