@@ -4,104 +4,48 @@ standalone Apple emulator (`live_server`), the example running on a third server
 form_post, the consent page — as a person would."""
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from werkzeug.serving import make_server
+from joserfc import jwt
 
 from siwa_web.infra.extensions import db
 from siwa_web.oauth import clients
+from siwa_web.tokens.extension import EXTENSION
 from support.browser_http import HttpBrowser
 from support.browser_http import answer_consent
 from support.browser_http import is_consent_page
 from support.browser_http import sign_in_with_apple
+from support.examples import EXAMPLES
+from support.examples import FlaskExamples
+from support.examples import create_with_cli
+from support.examples import free_port
+from support.examples import load_example
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 HOST = "127.0.0.1"  # the emulator's host too: another site than siwa-web's localhost
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def load_example(name: str, monkeypatch, **env: str) -> ModuleType:
-    """Import docs/examples/<name>.py afresh, reading `env` as its environment."""
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    module_name = f"example_{name}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, module_name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def create_with_cli(live_server, *args: str) -> dict:
-    """`flask clients create --type web …`, as an operator runs it; its JSON output."""
-    result = live_server.app.test_cli_runner().invoke(
-        args=["clients", "create", "--type", "web", *args])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
-
-
-@dataclass
-class RunningExample:
-    url: str
-    module: ModuleType
-    client: dict
-    userinfo_calls: list
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 @pytest.fixture
 def flask_example(live_server, monkeypatch):
-    """Start docs/examples/webapp_flask.py, registered with the CLI (first-party or not)."""
-    servers = []
+    """Start docs/examples/webapp_flask.py, registered with the CLI (first-party or not).
 
-    def start(*, first_party: bool, name: str = "Example web app") -> RunningExample:
-        port = free_port()
-        url = f"http://{HOST}:{port}"
-        client = create_with_cli(live_server, "--name", name, "--redirect-uri", url + "/callback",
-                                 *(["--first-party"] if first_party else []))
-        assert client["token_endpoint_auth_method"] == "client_secret_basic"
-        module = load_example(
-            "webapp_flask", monkeypatch, SIWA_ISSUER=live_server.url,
-            CLIENT_ID=client["client_id"], CLIENT_SECRET=client["client_secret"],
-            APP_SECRET_KEY=uuid.uuid4().hex)
-        calls: list = []
-        real_userinfo = module.oauth.siwa.userinfo
-
-        def userinfo(**kwargs):  # records what /userinfo answered, and with which tokens
-            claims = real_userinfo(**kwargs)
-            calls.append((kwargs["token"], dict(claims)))
-            return claims
-
-        monkeypatch.setattr(module.oauth.siwa, "userinfo", userinfo)
-        server = make_server(HOST, port, module.app, threaded=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        servers.append(server)
-        return RunningExample(url, module, client, calls)
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    siwa-web delivers back-channel logouts inline here (after the commit, before it answers),
+    so a test sees them as soon as the request that ended the session returns.
+    """
+    live_server.app.config["BACKCHANNEL_LOGOUT_DELIVERY"] = "inline"
+    examples = FlaskExamples(live_server, monkeypatch, HOST)
+    yield examples.start
+    examples.stop()
 
 
 def path_of(url: str) -> str:
@@ -149,16 +93,15 @@ def test_flask_example_signs_in_through_apple_then_by_single_sign_on(live_server
     assert token["userinfo"]["aud"] == webapp.client["client_id"]
     assert token["userinfo"]["amr"] == ["fed"] and "refresh_token" not in token
 
-    signed_out = browser.submit(page.form(), "Sign out")
-    assert "Not signed in" in signed_out.text
     mark = len(browser.visits)
-    again = browser.click(signed_out, "Sign in")
+    again = browser.goto(webapp.url + "/login")  # signed in at siwa-web: no page at all
     assert "Signed in as Ada Lovelace <ada@example.com>" in again.text
     assert [path_of(v.url) for v in browser.visits[mark:]] == [
         app + "/login", siwa + "/oauth/authorize", app + "/callback", app + "/"]
     assert not browser.visited(apple, since=mark)  # single sign-on: no trip to Apple
     sids = {token["userinfo"]["sid"] for token, _ in webapp.userinfo_calls}
     assert len(sids) == 1  # both ID tokens name the same siwa-web browser session
+    assert set(webapp.signed_in) == sids  # the example's record of it, by sid
 
     forged = browser.goto(webapp.url + "/callback?code=x&state=y&iss=https://evil.example")
     assert forged.status == 400  # an answer naming another issuer is refused
@@ -187,11 +130,133 @@ def test_flask_example_as_a_third_party_app_asks_for_consent(live_server, flask_
     [(_, claims)] = webapp.userinfo_calls
     assert claims["email"].endswith("@privaterelay.appleid.com")  # Hide My Email
 
-    signed_out = browser.submit(page.form(), "Sign out")
     mark = len(browser.visits)
-    page = browser.click(signed_out, "Sign in")
+    page = browser.goto(webapp.url + "/login")  # the consent is remembered: no page again
     assert "Signed in as Grace Hopper <" in page.text
     assert not browser.visited(live_server.url + "/oauth/authorize/consent", since=mark)
+
+
+def sign_in_at(browser: HttpBrowser, webapp, **person):
+    """From the example's home page through siwa-web and the emulator, back to the example."""
+    page = sign_in_with_apple(browser, browser.click(browser.goto(webapp.url + "/"), "Sign in"),
+                              **person)
+    assert "Signed in as " in page.text, page.text[:300]
+    return page
+
+
+def test_flask_example_sign_out_ends_the_siwa_web_session_too(live_server, flask_example):
+    """The example's Sign out ends its own session, then siwa-web's (RP-initiated logout), and
+    siwa-web sends the browser back to its /signed-out page with its state. Ending the
+    siwa-web session told every app that signed in through it, the asking one too."""
+    webapp = flask_example(first_party=True)
+    other = flask_example(first_party=True, name="Other web app")
+    browser = HttpBrowser()
+    page = sign_in_at(browser, webapp)
+    assert "Signed in as Ada" in browser.goto(other.url + "/login").text  # single sign-on
+    [sid] = webapp.signed_in
+    assert list(other.signed_in) == [sid]
+
+    mark = len(browser.visits)
+    signed_out = browser.submit(page.form(), "Sign out")
+    assert signed_out.status == 200, signed_out.text[:300]
+    assert "Signed out, here and at siwa-web" in signed_out.text
+    app, siwa = webapp.url, live_server.url
+    assert [(v.method, path_of(v.url)) for v in browser.visits[mark:]] == [
+        ("POST", app + "/logout"), ("GET", siwa + "/oauth/logout"), ("GET", app + "/signed-out")]
+    asked = parse_qs(urlsplit(browser.visits[mark + 1].url).query)
+    [(token, _)] = webapp.userinfo_calls
+    assert asked == {"id_token_hint": [token["id_token"]], "state": asked["state"],
+                     "post_logout_redirect_uri": [app + "/signed-out"]}
+    assert parse_qs(urlsplit(signed_out.url).query) == {"state": asked["state"]}
+
+    assert path_of(browser.goto(siwa + "/dashboard").url) == siwa + "/auth/login"
+    assert [accepted for _, accepted in webapp.logout_tokens] == [True]  # nothing left to end
+    assert [accepted for _, accepted in other.logout_tokens] == [True]
+    assert webapp.signed_in == {} and other.signed_in == {}
+    assert "Not signed in" in browser.goto(other.url + "/").text
+    assert "Not signed in" in browser.goto(app + "/").text
+    assert browser.goto(signed_out.url).status == 400  # its state was good for one return
+
+
+def test_flask_example_backchannel_receiver_checks_the_logout_token(live_server, flask_example):
+    """Signing out on siwa-web's own pages reaches the example's receiver with a real logout
+    token, which ends the example's session. Anything but a good logout token for this app
+    gets 400 and ends nothing; a good one for a session it does not know gets 200."""
+    webapp = flask_example(first_party=True)
+    browser = HttpBrowser()
+    sign_in_at(browser, webapp)
+    [first_sid] = webapp.signed_in
+    dashboard = browser.goto(live_server.url + "/dashboard")
+    browser.submit(dashboard.form(action="/auth/logout"), "Sign out")  # siwa-web's Sign out
+    [(real, accepted)] = webapp.logout_tokens
+    assert accepted and webapp.signed_in == {}
+    assert "Not signed in" in browser.goto(webapp.url + "/").text
+    real_claims = unverified_claims(real)
+    assert real_claims["sid"] == first_sid and real_claims["events"] == {LOGOUT_EVENT: {}}
+
+    sign_in_at(browser, webapp, new_user=False)  # a new siwa-web session: a new sid
+    [sid] = webapp.signed_in
+    client_id, sub = webapp.client["client_id"], real_claims["sub"]
+    with live_server.app.app_context():
+        key = live_server.app.extensions[EXTENSION].keys.signer()
+
+    def signed(typ: str = "logout+jwt", **changes) -> str:
+        """A logout token for `sid` signed with siwa-web's key, but for `changes`."""
+        now = int(time.time())
+        claims = {"iss": live_server.url, "aud": client_id, "iat": now, "exp": now + 120,
+                  "jti": str(uuid.uuid4()), "sub": sub, "sid": sid,
+                  "events": {LOGOUT_EVENT: {}}, **changes}
+        return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": typ},
+                          {k: v for k, v in claims.items() if v is not None},
+                          key.private, algorithms=[key.alg])
+
+    def post(token: str | None) -> requests.Response:
+        data = {} if token is None else {"logout_token": token}
+        return requests.post(webapp.url + "/backchannel-logout", data=data, timeout=5)
+
+    head, _, signature = real.split(".")
+    tampered = f"{head}.{b64url(json.dumps({**real_claims, 'sid': sid}))}.{signature}"
+    now = int(time.time())
+    refused = {
+        "replayed": real,
+        "tampered": tampered,
+        "missing": None,
+        "empty": "",
+        "another app's": signed(aud="cli_another"),
+        "another issuer's": signed(iss="https://evil.example"),
+        "expired": signed(iat=now - 300, exp=now - 180),
+        "issued in the future": signed(iat=now + 600, exp=now + 720),
+        "without exp": signed(exp=None),
+        "without iat": signed(iat=None),
+        "without jti": signed(jti=None),
+        "without events": signed(events=None),
+        "with another event": signed(events={LOGOUT_EVENT: {}, "urn:other": {}}),
+        "with a nonce": signed(nonce="n-1"),
+        "naming nobody": signed(sid=None, sub=None),
+        "an ID token": webapp.userinfo_calls[-1][0]["id_token"],
+        "unsigned": f"{b64url(json.dumps({'alg': 'none'}))}.{b64url(json.dumps({'sid': sid}))}.",
+    }
+    for what, token in refused.items():
+        response = post(token)
+        assert response.status_code == 400, what
+        assert response.headers["Cache-Control"] == "no-store", what
+    assert list(webapp.signed_in) == [sid]  # nothing ended
+
+    unknown = post(signed(sid="a-session-it-never-saw"))  # e.g. a delivery sent again
+    assert unknown.status_code == 200 and unknown.headers["Cache-Control"] == "no-store"
+    assert list(webapp.signed_in) == [sid]
+    assert post(signed(sid=None)).status_code == 200  # no sid: every session of the person
+    assert webapp.signed_in == {}
+    assert "Not signed in" in browser.goto(webapp.url + "/").text
+
+
+def b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def unverified_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def test_spa_example_public_client_with_pkce(live_server, monkeypatch):
