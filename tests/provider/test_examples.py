@@ -24,6 +24,7 @@ from siwa_web.tokens.extension import EXTENSION
 from support.browser_http import HttpBrowser
 from support.browser_http import answer_consent
 from support.browser_http import is_consent_page
+from support.browser_http import parse_page
 from support.browser_http import sign_in_with_apple
 from support.examples import EXAMPLES
 from support.examples import FlaskExamples
@@ -248,6 +249,29 @@ def test_flask_example_backchannel_receiver_checks_the_logout_token(live_server,
     assert post(signed(sid=None)).status_code == 200  # no sid: every session of the person
     assert webapp.signed_in == {}
     assert "Not signed in" in browser.goto(webapp.url + "/").text
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "siwa-web bug: a cross-site POST to /oauth/logout carries no SameSite=Lax session cookie, "
+    "so siwa-web answers as if the browser were signed out already: back to the app, with its "
+    "state, while the session lives on"))
+def test_rp_initiated_logout_posted_from_the_apps_own_page(live_server, flask_example):
+    """RP-initiated logout by POST (docs/web-apps.md: `GET` or `POST`), from a page of the app
+    — another site than siwa-web's. (Chromium behaves as HttpBrowser does here.)"""
+    webapp = flask_example(first_party=True)
+    browser = HttpBrowser()
+    sign_in_at(browser, webapp)
+    [signed_in] = webapp.signed_in.values()
+    apps_page = parse_page(webapp.url + "/", 200, f"""
+        <form method="post" action="{live_server.url}/oauth/logout">
+          <input type="hidden" name="id_token_hint" value="{signed_in['id_token']}">
+          <input type="hidden" name="post_logout_redirect_uri" value="{webapp.url}/signed-out">
+          <input type="hidden" name="state" value="posted"><button>Sign out</button>
+        </form>""")
+    back = browser.submit(apps_page.form(), "Sign out")
+    assert path_of(back.url) == webapp.url + "/signed-out" and back.query == {"state": "posted"}
+    dashboard = browser.goto(live_server.url + "/dashboard")
+    assert path_of(dashboard.url) == live_server.url + "/auth/login"  # fails: still signed in
 
 
 def b64url(text: str) -> str:
