@@ -17,6 +17,7 @@ from flask import Flask
 from flask import redirect
 from flask import render_template
 from flask import request
+from flask import url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
@@ -92,6 +93,13 @@ def end_session() -> ResponseReturnValue:
     except LogoutRequestError as exc:
         return _refused(exc)
     row = sessions.current() if current_user.is_authenticated else None
+    if row is None and request.method == "POST":
+        # An app's page POSTed here from its own site: the browser kept our SameSite=Lax
+        # cookie back. The same request as a GET navigation carries it.
+        response = redirect(url_for("logout.end_session", **request.form.to_dict(flat=False)),
+                            code=303)
+        response.headers["Cache-Control"] = "no-store"
+        return response
     if row is None:
         return _done(client, target, state)
     if claims is not None and claims["sub"] == current_user.id and claims["sid"] == row.id:

@@ -251,10 +251,6 @@ def test_flask_example_backchannel_receiver_checks_the_logout_token(live_server,
     assert "Not signed in" in browser.goto(webapp.url + "/").text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "siwa-web bug: a cross-site POST to /oauth/logout carries no SameSite=Lax session cookie, "
-    "so siwa-web answers as if the browser were signed out already: back to the app, with its "
-    "state, while the session lives on"))
 def test_rp_initiated_logout_posted_from_the_apps_own_page(live_server, flask_example):
     """RP-initiated logout by POST (docs/web-apps.md: `GET` or `POST`), from a page of the app
     — another site than siwa-web's. (Chromium behaves as HttpBrowser does here.)"""
