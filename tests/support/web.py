@@ -5,7 +5,6 @@ import base64
 import dataclasses
 import hashlib
 import shutil
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,16 +89,24 @@ def signed_in(client, fake_apple):
 # --- live servers for real-browser tests ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _not_yet(environ, start_response):  # pragma: no cover - replaced before serving
+    start_response("503 Service Unavailable", [])
+    return [b""]
 
 
 class _Server(threading.Thread):
-    def __init__(self, wsgi_app, port: int) -> None:
+    """A threaded WSGI server on 127.0.0.1. Bound at once (port 0: the kernel picks a free
+    one), so no other process can take the port between choosing it and serving on it; the
+    app, which must know its own address, is plugged in afterwards."""
+
+    def __init__(self, wsgi_app=None, port: int = 0) -> None:
         super().__init__(daemon=True)
-        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+        self.server = make_server("127.0.0.1", port, wsgi_app or _not_yet, threaded=True)
+        self.port = self.server.server_port
+
+    def serve(self, wsgi_app) -> None:
+        self.server.app = wsgi_app
+        self.start()
 
     def run(self) -> None:
         self.server.serve_forever()
@@ -124,7 +131,8 @@ def live_server(app_config):
     from siwa_web.emulator import create_emulator_app
     from siwa_web.emulator import settings_from_app
 
-    app_port, emu_port = _free_port(), _free_port()
+    app_server, emu_server = _Server(), _Server()
+    app_port, emu_port = app_server.port, emu_server.port
     config = dict(app_config)
     config.update(
         ISSUER=f"http://localhost:{app_port}",
@@ -137,9 +145,9 @@ def live_server(app_config):
     app = create_app(config)
     settings = dataclasses.replace(settings_from_app(app), base_url=config["APPLE_BASE_URL"])
     emulator = create_emulator_app(settings)
-    servers = [_Server(app, app_port), _Server(emulator, emu_port)]
-    for server in servers:
-        server.start()
+    app_server.serve(app)
+    emu_server.serve(emulator)
+    servers = [app_server, emu_server]
     yield LiveServer(app, config["ISSUER"], config["APPLE_BASE_URL"], emulator)
     for server in servers:
         server.stop()
