@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark siwa-web's token service against floors measured in the same run (issue 3).
+"""Benchmark siwa-web's token service against floors measured in the same run.
 
     .venv/bin/python bench/tokens.py          # full run (~15 min): 9 rounds, SQLite, PostgreSQL,
                                               # then rewrites the results in docs/performance.md

@@ -1,4 +1,4 @@
-"""Verify Apple's server-to-server notification JWS (apple.md §7): same keys as identity tokens.
+"""Verify Apple's server-to-server notification JWS: same keys as identity tokens.
 
 The payload has no top-level `sub`; `events` is a JSON-encoded string in real deliveries (an
 object in some docs) carrying `type`, `sub`, `event_time` (ms) and, for email events, `email`

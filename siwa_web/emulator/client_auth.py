@@ -13,7 +13,7 @@ from .errors import AppleError
 from .settings import EmulatorSettings
 from .tokens import CLIENT_SECRET_AUDIENCE
 
-MAX_SECRET_LIFETIME = 15_777_000  # about six months (apple.md §2.2)
+MAX_SECRET_LIFETIME = 15_777_000  # about six months
 IAT_SKEW = 60
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from .keys import KeyRing
 from .settings import EmulatorSettings
 
-CODE_TTL = 300  # authorization codes live 5 minutes (apple.md §2.4)
+CODE_TTL = 300  # authorization codes live 5 minutes
 ACCESS_TTL = 3600
 PAGE_TTL = 900  # a consent page's one-time token
 RELAY_DOMAIN = "privaterelay.appleid.com"
@@ -82,7 +82,7 @@ class Token:
 
 @dataclass
 class ClaimStyle:
-    """Switchable claim typing, to pin the historical variants (apple.md §4.1, P6)."""
+    """Switchable claim typing, to pin the historical variants."""
 
     email_verified: str = "boolean"  # or "string"
     is_private_email: str = "boolean"  # or "string", "omit"

@@ -63,7 +63,7 @@ def submit() -> ResponseReturnValue:
 
 
 def cancel_fields(req: AuthorizeRequest) -> dict[str, str]:
-    """The only error Apple sends to the redirect_uri (apple.md §1.3)."""
+    """The only error Apple sends to the redirect_uri."""
     fields = {"error": CANCELLED}
     if req.state is not None:
         fields["state"] = req.state

@@ -1,6 +1,6 @@
 """Refresh-token families: issue, rotate (compare-and-set), grace retries, reuse detection, revoke.
 
-Semantics (decisions D2/D3, security reference §1.10):
+Semantics (decisions D2/D3 in docs/security.md):
 
 * A refresh token is 256 random bits; only its SHA-256 is stored (`token_hash`, UNIQUE).
 * Rotation is `UPDATE refresh_tokens SET used_at=now WHERE id=:id AND used_at IS NULL`; only

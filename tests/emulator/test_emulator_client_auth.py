@@ -96,7 +96,7 @@ def _not_an_object(_key) -> str:
                      b64(b"x" * 64)])
 
 
-# Every way a client secret goes wrong in practice (apple.md §2.2, P3); built per test.
+# Every way a client secret goes wrong in practice; built per test.
 HOSTILE = {
     "alg RS256": _rs256,
     "alg HS256 keyed with the public key": _hs256_with_public_key,

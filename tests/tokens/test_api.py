@@ -1,4 +1,4 @@
-"""Protected API and userinfo: security reference §3.5 (API-01 … API-16), RFC 6750 answers."""
+"""Protected API and userinfo: catalogue API-01 … API-16 (docs/security.md), RFC 6750 answers."""
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,4 @@
-"""Native token exchange: every case of security reference §3.2 (TX-01 … TX-27), parametrised.
+"""Native token exchange: every catalogue case TX-01 … TX-27 (docs/security.md), parametrised.
 
 Each refusal asserts the status, the error code, that nothing was stored (row counts of every
 table but the audit trail) and, where the catalogue says so, that Apple was never called.

@@ -1,4 +1,4 @@
-"""Refresh grant: security reference §3.3 (RT-01 … RT-12) and decisions D2/D3.
+"""Refresh grant: catalogue RT-01 … RT-12 (docs/security.md) and decisions D2/D3.
 
 Elapsed time is simulated by moving stored timestamps into the past.
 """

@@ -1,4 +1,4 @@
-"""Revocation (RFC 7009): security reference §3.4 (RV-01 … RV-09), decisions D4 and D5.
+"""Revocation (RFC 7009): catalogue RV-01 … RV-09 (docs/security.md), decisions D4 and D5.
 
 Pinned: another client's token → 400 invalid_request, untouched (D4); our ID token → 400
 unsupported_token_type; an access token revokes its family, and our API sees that at once (D5).

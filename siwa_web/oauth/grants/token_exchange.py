@@ -3,7 +3,7 @@
 RFC 8693 token exchange, as profiled by Auth0's "Native Social" login: https://auth0.com/docs/
 api/authentication/token-exchange-for-native-social/token-exchange-native-social
 
-Order matters (security reference §4.3): an Apple code is single-use, so everything local is
+Order matters: an Apple code is single-use, so everything local is
 validated first; Apple is called outside any transaction; the user, family, first refresh token
 and audit row are written in one transaction; tokens are signed only after the commit.
 """
