@@ -59,6 +59,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = None  # default: True when ISSUER is https
 PERMANENT_SESSION_LIFETIME = SESSION_ABSOLUTE_TIMEOUT
+# The cookie lives exactly as long as the session may (the row enforces idle and absolute limits),
+# so re-signing it on every response to push its expiry along would buy nothing.
+SESSION_REFRESH_EACH_REQUEST = False
 WTF_CSRF_TIME_LIMIT = None  # CSRF tokens live as long as the session
 
 # --- Our token service ------------------------------------------------------------------------

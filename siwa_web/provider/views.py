@@ -36,6 +36,7 @@ from ..oauth.errors import AccessDeniedError
 from ..oauth.errors import ConsentRequiredError
 from ..oauth.errors import LoginRequiredError
 from ..oauth.errors import OAuth2Error
+from ..tokens import ratelimits
 from ..tokens.extension import server
 from ..users import audit
 from ..web import sessions
@@ -52,9 +53,11 @@ log = logging.getLogger(__name__)
 
 @bp.route("", methods=["GET", "POST"])
 @csrf.exempt  # an app's page may POST the request here (OIDC Core §3.1.2.1); nothing is changed
-@limiter.limit(lambda: current_app.config["RATELIMIT_AUTHORIZE_PER_IP"])
 def authorize_endpoint() -> ResponseReturnValue:
     """Check the request, then answer it now (single sign-on) or after sign-in / consent."""
+    limited = _rate_limited()
+    if limited is not None:
+        return limited
     params = request.args if request.method == "GET" else request.form
     values = {name: params.getlist(name) for name in params.keys()}
     try:
@@ -110,16 +113,37 @@ def consent() -> ResponseReturnValue:
     refuse_cross_site_posts()  # backs up the CSRF token, as on the dashboard
     pending.finish(row)
     if request.form.get("decision") != "allow":
-        audit.record("consent_denied", "failure", user_id=current_user.id, client_id=client.id,
-                     reason="denied")
+        audit.record("consent_denied", "failure", user_id=session_row.user_id,
+                     client_id=client.id, reason="denied")
         db.session.commit()
         return _error(req.redirect_uri, req.response_mode,
                       AccessDeniedError("The person did not allow the app.", reason="denied"),
                       req.state, client.id)
-    consents.remember(db.session, current_user.id, client.id, req.scopes)
-    audit.record("consent_granted", user_id=current_user.id, client_id=client.id,
+    consents.remember(db.session, session_row.user_id, client.id, req.scopes)
+    audit.record("consent_granted", user_id=session_row.user_id, client_id=client.id,
                  details={"scope": " ".join(req.scopes)})
     return _issue(req, client, session_row)
+
+
+def _rate_limited() -> ResponseReturnValue | None:
+    """RATELIMIT_AUTHORIZE_PER_IP, counted straight in the limiter's store as the token
+    endpoint's limits are (Flask-Limiter's decorator cost a tenth of a single-sign-on answer)."""
+    cfg = current_app.config
+    if not cfg.get("RATELIMIT_ENABLED", True):
+        return None
+    try:
+        ratelimits.hit(limiter.storage, cfg["RATELIMIT_AUTHORIZE_PER_IP"], "authorize",
+                       request.remote_addr or "",
+                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
+                       strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+    except ratelimits.RateLimited as exc:
+        minutes = max(1, round(exc.retry_after / 60))
+        body, status = render_error(
+            429, "Too many sign-in requests",
+            "This network sent more sign-in requests than siwa-web accepts in a short time.",
+            f"Wait about {minutes} minute{'s' if minutes != 1 else ''}, then try again.")
+        return body, status, {"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
+    return None
 
 
 # --- the decision ------------------------------------------------------------------------------
@@ -152,7 +176,7 @@ def _proceed(req: AuthorizationRequest, client: clients.ActiveClient,
         return _wait(req, "login", login_after=login_after)
     needs_consent = not client.first_party and (
         "consent" in req.prompt
-        or not consents.covers(db.session, current_user.id, client.id, req.scopes))
+        or not consents.covers(db.session, session_row.user_id, client.id, req.scopes))
     if needs_consent:
         if "none" in req.prompt:
             return _error(req.redirect_uri, req.response_mode,
@@ -183,7 +207,7 @@ def _issue(req: AuthorizationRequest, client: clients.ActiveClient,
     settings = server().settings
     code = codes.issue(
         db.session, ttl=int(current_app.config["AUTHORIZATION_CODE_TTL"]), client_id=client.id,
-        user_id=current_user.id, web_session_id=session_row.id, redirect_uri=req.redirect_uri,
+        user_id=session_row.user_id, web_session_id=session_row.id, redirect_uri=req.redirect_uri,
         scope=" ".join(req.scopes), audience=req.audience, nonce=req.nonce,
         code_challenge=req.code_challenge, auth_time=session_row.auth_time,
     )

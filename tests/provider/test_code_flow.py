@@ -183,8 +183,9 @@ def test_errors_under_the_authorization_endpoint_are_pages_for_people(app, clien
     app.config["RATELIMIT_AUTHORIZE_PER_IP"] = "1/minute"
     client.get("/oauth/authorize")
     limited = client.get("/oauth/authorize")
-    assert limited.status_code == 429
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
     assert limited.mimetype == "text/html" and "<html" in limited.get_data(as_text=True)
+    assert "Too many sign-in requests" in limited.get_data(as_text=True)
 
 
 def test_cancelling_at_apple_answers_the_app_with_access_denied(app, client, fake_apple):
