@@ -85,8 +85,7 @@ def _after_commit(session: Session) -> None:
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config["BACKCHANNEL_LOGOUT_DELIVERY"] == "inline":
-        # After this commit, in this request: for tests and single-threaded tools.
-        threading.Thread(target=_deliver_now, args=(app, list(ids))).run()
+        _deliver_now(app, list(ids))  # after this commit, in this request (tests, tools)
         return
     threading.Thread(target=_deliver_now, args=(app, list(ids)), daemon=True,
                      name="siwa-backchannel").start()

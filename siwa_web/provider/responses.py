@@ -11,6 +11,7 @@ from flask import make_response
 from flask import redirect
 from flask import render_template
 
+from ..infra.security_headers import NO_STORE
 from ..oauth.errors import OAuth2Error
 
 
@@ -34,8 +35,8 @@ def answer(redirect_uri: str, response_mode: str, params: dict[str, str | None])
     else:
         # `#_` keeps browsers from re-attaching a fragment of the request (RFC 9700 §4.1.3)
         response = redirect(with_query(redirect_uri, fields) + "#_", code=303)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
+    for name, value in NO_STORE:
+        response.headers[name] = value
     return response
 
 

@@ -24,7 +24,6 @@ from flask_login import current_user
 
 from ..infra.extensions import csrf
 from ..infra.extensions import db
-from ..infra.extensions import limiter
 from ..models import WebSession
 from ..models.base import now_utc
 from ..oauth import authorize
@@ -128,14 +127,8 @@ def consent() -> ResponseReturnValue:
 def _rate_limited() -> ResponseReturnValue | None:
     """RATELIMIT_AUTHORIZE_PER_IP, counted straight in the limiter's store as the token
     endpoint's limits are (Flask-Limiter's decorator cost a tenth of a single-sign-on answer)."""
-    cfg = current_app.config
-    if not cfg.get("RATELIMIT_ENABLED", True):
-        return None
     try:
-        ratelimits.hit(limiter.storage, cfg["RATELIMIT_AUTHORIZE_PER_IP"], "authorize",
-                       request.remote_addr or "",
-                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
-                       strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+        ratelimits.hit_setting("RATELIMIT_AUTHORIZE_PER_IP", "authorize", request.remote_addr or "")
     except ratelimits.RateLimited as exc:
         minutes = max(1, round(exc.retry_after / 60))
         body, status = render_error(

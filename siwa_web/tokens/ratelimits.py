@@ -13,10 +13,13 @@ import math
 import time
 from functools import lru_cache
 
+from flask import current_app
 from limits import RateLimitItem
 from limits import parse_many
 from limits.storage import Storage
 from limits.strategies import STRATEGIES
+
+from ..infra.extensions import limiter
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +59,17 @@ def hit(
         if not swallow_errors:
             raise
         log.warning("rate-limit store failed (%s); request let through", type(exc).__name__)
+
+
+def hit_setting(setting: str, scope: str, key: str) -> None:
+    """Count one request of `key` against the limit configured as `setting`, in the app's
+    limiter store, with the app's strategy and error handling; nothing when limits are off.
+
+    :raises RateLimited:
+    """
+    cfg = current_app.config
+    if not cfg.get("RATELIMIT_ENABLED", True):
+        return
+    hit(limiter.storage, cfg[setting], scope, key,
+        swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
+        strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")

@@ -9,13 +9,11 @@ from typing import Any
 from flask import Blueprint
 from flask import Flask
 from flask import Response
-from flask import current_app
 from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
 
 from ..infra.extensions import csrf
-from ..infra.extensions import limiter
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json
 from ..oauth import client_auth
@@ -118,13 +116,8 @@ def _client_key() -> str:
 
 def _limit(setting: str, scope: str, key: str) -> None:
     """Count this request against one configured limit; 429 in OAuth JSON when it is spent."""
-    cfg = current_app.config
-    if not cfg.get("RATELIMIT_ENABLED", True):
-        return
     try:
-        ratelimits.hit(limiter.storage, cfg[setting], scope, key,
-                       swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
-                       strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+        ratelimits.hit_setting(setting, scope, key)
     except ratelimits.RateLimited as exc:
         raise TooManyRequestsError(retry_after=exc.retry_after, reason="rate_limited") from None
 

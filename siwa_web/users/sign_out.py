@@ -77,8 +77,12 @@ def _queue_logouts(session_ids: list[str]) -> None:
                Client.backchannel_logout_uri.is_not(None), Client.disabled_at.is_(None))
         .distinct()
     ).all()
-    rows = [BackchannelLogout(client_id=client_id, user_id=user_id, sid=sid)
-            for sid, client_id, user_id in pairs]
+    _enqueue([BackchannelLogout(client_id=client_id, user_id=user_id, sid=sid)
+              for sid, client_id, user_id in pairs])
+
+
+def _enqueue(rows: list[BackchannelLogout]) -> None:
+    """Add outbox rows and mark them for delivery once this transaction commits."""
     if rows:
         db.session.add_all(rows)
         db.session.flush()
@@ -99,9 +103,7 @@ def disconnect_app(user_id: str, client_id: str) -> int:
     sids = sorted({sid for _, sid in families if sid is not None})
     backchannel = db.session.scalar(select(Client.backchannel_logout_uri).where(
         Client.id == client_id, Client.disabled_at.is_(None)))
-    if backchannel and sids:
-        rows = [BackchannelLogout(client_id=client_id, user_id=user_id, sid=sid) for sid in sids]
-        db.session.add_all(rows)
-        db.session.flush()
-        db.session.info.setdefault(PENDING_LOGOUTS, []).extend(r.id for r in rows)
+    if backchannel:
+        _enqueue([BackchannelLogout(client_id=client_id, user_id=user_id, sid=sid)
+                  for sid in sids])
     return ended
