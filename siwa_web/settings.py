@@ -87,6 +87,7 @@ RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bo
 # Web apps' authorization requests (single sign-on answers them without Apple, so more).
 RATELIMIT_AUTHORIZE_PER_IP = "120/minute"
 AUTHORIZATION_CODE_TTL = 60  # seconds an authorization code may wait for its app
+CLIENT_CACHE_SECONDS = 5  # the authorization endpoint's per-worker copy of each client (0: off)
 
 # --- Operations (siwa_web/ops) ----------------------------------------------------------------
 HEALTH_CHECK_TIMEOUT = 2.0  # /readyz answers 503 when a dependency is silent this long (seconds)

@@ -91,8 +91,12 @@ def _single(params: Mapping[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def identify_client(session: DbSession, params: Mapping[str, list[str]]) -> Target:
-    """:raises UnsafeRequest: unknown client, unregistered redirect URI, unknown response mode."""
+def identify_client(session: DbSession, params: Mapping[str, list[str]],
+                    lookup: clients.ClientCache | None = None) -> Target:
+    """Which client asks, and where its answer goes (`lookup` may answer from a cache).
+
+    :raises UnsafeRequest: unknown client, unregistered redirect URI, unknown response mode.
+    """
     try:
         client_id = _single(params, "client_id")
         redirect_uri = _single(params, "redirect_uri")
@@ -102,7 +106,8 @@ def identify_client(session: DbSession, params: Mapping[str, list[str]]) -> Targ
         raise UnsafeRequest("This sign-in link is not valid",
                             f"The parameter {exc} appears more than once.",
                             "repeated_" + str(exc)) from exc
-    client = clients.get_active(session, client_id)
+    client = (lookup.get(session, client_id) if lookup is not None
+              else clients.get_active(session, client_id))
     if client is None or not client.is_web:
         raise UnsafeRequest("This app is not known here",
                             "The sign-in link names an app that is not registered with "

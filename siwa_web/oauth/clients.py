@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import hmac
 import re
+import threading
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from sqlalchemy import bindparam
@@ -78,6 +81,53 @@ def get_active(session: DbSession, client_id: str | None) -> ActiveClient | None
         row.id, row.name, row.bundle_id, row.audiences or [], row.scopes or [], row.kind,
         row.secret_hash, tuple(row.redirect_uris or ()), tuple(row.post_logout_redirect_uris or ()),
         row.backchannel_logout_uri, bool(row.first_party))
+
+
+class ClientCache:
+    """Enabled clients by id, each kept for `seconds` in this process.
+
+    The authorization endpoint reads the same, rarely changing client row for every single-sign-on
+    answer; reading it once per `seconds` per worker saves a query on each (issue an
+    authorization code is a statement and a commit besides). A change to a client — disabled,
+    a redirect URI removed — reaches the authorization endpoint within `seconds`; nothing that
+    was issued meanwhile outlives it, because redeeming a code reads the client again (enabled,
+    secret) in the same query as the code. Unknown ids are never kept, so made-up ids cannot
+    grow the cache; `MAX_ENTRIES` bounds it anyway. `seconds <= 0` turns it off.
+    """
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, ActiveClient]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: DbSession, client_id: str | None) -> ActiveClient | None:
+        """The enabled client with this id (from the cache while fresh), or None."""
+        if self.seconds <= 0 or not client_id:
+            return get_active(session, client_id)
+        now = self._clock()
+        entry = self._entries.get(client_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        client = get_active(session, client_id)
+        with self._lock:
+            if client is None:
+                self._entries.pop(client_id, None)
+            else:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[client_id] = (now + self.seconds, client)
+        return client
+
+    def forget(self, client_id: str | None = None) -> None:
+        """Drop one client (or all): this process changed it and must not answer from before."""
+        with self._lock:
+            if client_id is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(client_id, None)
 
 
 def allowed_audiences(client: ActiveClient, default_audience: str) -> frozenset[str]:

@@ -23,6 +23,8 @@ class TokenSettings:
     encryption_keys: tuple[str, ...]
     key_cache_seconds: float = 5.0
     liveness_cache_seconds: float = 0.0
+    #: How long each worker's authorization endpoint may answer from its copy of a client.
+    client_cache_seconds: float = 0.0
     #: Client ids of the web sign-in (Apple Services IDs): known to us, but not token clients.
     web_client_ids: frozenset[str] = frozenset()
 
@@ -46,6 +48,7 @@ class TokenSettings:
             encryption_keys=tuple(config["TOKEN_ENCRYPTION_KEYS"]),
             key_cache_seconds=float(config.get("SIGNING_KEY_CACHE_SECONDS", 5.0)),
             liveness_cache_seconds=_non_negative(config, "LIVENESS_CACHE_SECONDS"),
+            client_cache_seconds=_non_negative(config, "CLIENT_CACHE_SECONDS"),
             web_client_ids=frozenset(filter(None, [config.get("APPLE_SERVICES_ID")])),
         )
 

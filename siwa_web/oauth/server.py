@@ -23,6 +23,7 @@ from ..infra.crypto import TokenCipher
 from ..models import TokenFamily
 from ..models import User
 from . import client_auth
+from . import clients
 from . import refresh
 from . import tokens
 from .collaborators import AuditLog
@@ -90,6 +91,7 @@ class AuthorizationServer:
         self.audit = audit
         self.liveness = liveness or LivenessCache(LocalSignal(), ttl=0)
         self.keys = KeyRing(settings, engine)
+        self.clients = clients.ClientCache(settings.client_cache_seconds)
         self.cipher = TokenCipher(list(settings.encryption_keys))
         self.apple_client = apple_client
         self._grants: dict[str, type[BaseGrant]] = {}

@@ -60,7 +60,7 @@ def authorize_endpoint() -> ResponseReturnValue:
     params = request.args if request.method == "GET" else request.form
     values = {name: params.getlist(name) for name in params.keys()}
     try:
-        target = authorize.identify_client(db.session, values)
+        target = authorize.identify_client(db.session, values, server().clients)
     except authorize.UnsafeRequest as exc:
         return _unsafe(exc)
     try:
