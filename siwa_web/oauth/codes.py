@@ -3,9 +3,10 @@
 * 256 random bits; only the SHA-256 is stored (`code_hash`, UNIQUE).
 * Bound to its client, redirect URI, PKCE challenge, nonce, scopes, audience, user and the
   siwa-web browser session it was issued in; alive `CODE_TTL` seconds (60 by default).
-* Redeemed with a compare-and-set (`consumed_at IS NULL`), so two parallel redemptions cannot
-  both win; the row is kept until it expires, with the family its redemption started, so a
-  replay can revoke what the first redemption issued (RFC 6749 §4.1.2, §10.5).
+* Redeemed with a compare-and-set (`consumed_at IS NULL`) that also returns what the redemption
+  checks, so two parallel redemptions cannot both win; the row is kept until it expires, with
+  the family its redemption started, so a replay can revoke what the first redemption issued
+  (RFC 6749 §4.1.2, §10.5).
 * PKCE is S256 only: `plain` would send the verifier's equivalent through the browser.
 
 Everything here runs inside the caller's transaction; the caller commits.
@@ -74,46 +75,73 @@ _PRESENTED = (
         _AC.c.expires_at, _AC.c.consumed_at, _AC.c.family_id,
         Client.secret_hash.label("client_secret_hash"), Client.kind.label("client_kind"),
         Client.disabled_at.label("client_disabled_at"),
-        User.disabled_at.label("user_disabled_at"), User.email, User.email_verified,
-        User.first_name, User.last_name,
-        WebSession.revoked_at.label("session_revoked_at"),
+        User.disabled_at.label("user_disabled_at"), User.email.label("user_email"),
+        User.email_verified.label("user_email_verified"),
+        User.first_name.label("user_first_name"), User.last_name.label("user_last_name"),
+        WebSession.revoked_at.label("web_session_revoked_at"),
     )
     .join(Client, Client.id == _AC.c.client_id)
     .join(User, User.id == _AC.c.user_id)
     .outerjoin(WebSession, WebSession.id == _AC.c.web_session_id)
     .where(_AC.c.code_hash == bindparam("code_hash"))
 )
-# Compare-and-set: only the one request that flips consumed_at redeems the code, and it records
-# the family it is about to start in the same statement (for revoking it on a replay).
+# Redeeming starts with the claim: a compare-and-set that only the one request flipping
+# consumed_at wins, recording the family it is about to start, and returning the code with
+# everything its redemption checks (scalar subqueries: SQLite's RETURNING names only the
+# updated table). The checks run afterwards; when one fails, the grant's transaction is rolled
+# back and the code is unused again. One statement instead of a read and an update: the
+# redemption is half of the code flow's hot path.
+def _of(column, key, label: str):
+    """`column` of the row `key` points at, as a scalar subquery correlated to the code."""
+    return select(column).where(key).correlate(_AC).scalar_subquery().label(label)
+
+
+_CODE_COLUMNS = (
+    _AC.c.id, _AC.c.client_id, _AC.c.user_id, _AC.c.web_session_id, _AC.c.redirect_uri,
+    _AC.c.scope, _AC.c.audience, _AC.c.nonce, _AC.c.code_challenge, _AC.c.auth_time,
+    _AC.c.expires_at, _AC.c.consumed_at, _AC.c.family_id,
+)
+_OF_CLIENT, _OF_USER = Client.id == _AC.c.client_id, User.id == _AC.c.user_id
 _CLAIM = (
     update(_AC)
-    .where(_AC.c.id == bindparam("code_id"), _AC.c.consumed_at.is_(None))
+    .where(_AC.c.code_hash == bindparam("presented_hash"), _AC.c.consumed_at.is_(None))
     .values(consumed_at=bindparam("now", type_=UTCDateTime()),
             family_id=bindparam("family_id", type_=String()))
+    .returning(
+        *_CODE_COLUMNS,
+        _of(Client.secret_hash, _OF_CLIENT, "client_secret_hash"),
+        _of(Client.kind, _OF_CLIENT, "client_kind"),
+        _of(Client.disabled_at, _OF_CLIENT, "client_disabled_at"),
+        _of(User.disabled_at, _OF_USER, "user_disabled_at"),
+        _of(User.email, _OF_USER, "user_email"),
+        _of(User.email_verified, _OF_USER, "user_email_verified"),
+        _of(User.first_name, _OF_USER, "user_first_name"),
+        _of(User.last_name, _OF_USER, "user_last_name"),
+        _of(WebSession.revoked_at, WebSession.id == _AC.c.web_session_id,
+            "web_session_revoked_at"),
+    )
 )
 
 
+def _looks_like_a_code(value: str | None) -> bool:
+    return bool(value) and len(value) <= MAX_CODE_LENGTH and value.isascii()
+
+
+def claim(session: DbSession, value: str | None, family_id: str) -> Row | None:
+    """Mark the unused code `value` used by the family `family_id` and return it with its
+    client, user and session state; None if no such unused code (absurd values: no query)."""
+    if not _looks_like_a_code(value):
+        return None
+    return session.connection().execute(_CLAIM, {
+        "presented_hash": token_hash(value), "now": now_utc(), "family_id": family_id}).first()
+
+
 def presented(session: DbSession, value: str | None) -> Row | None:
-    """The code with its client, user and session state, or None; absurd values are not
-    looked up."""
-    if not value or len(value) > MAX_CODE_LENGTH or not value.isascii():
+    """The code with its client, user and session state, or None: after a failed claim, tells
+    a code never issued from one used before (a replay)."""
+    if not _looks_like_a_code(value):
         return None
     return session.connection().execute(_PRESENTED, {"code_hash": token_hash(value)}).first()
-
-
-def family_of(session: DbSession, code_id: str) -> str | None:
-    """The family a code's redemption started, re-read after losing the race to redeem it."""
-    return session.connection().execute(
-        select(_AC.c.family_id).where(_AC.c.id == code_id)).scalar_one_or_none()
-
-
-def claim_for(session: DbSession, code_id: str, family_id: str) -> bool:
-    """Mark the code used by the family `family_id`; True only for the request that did."""
-    return session.connection().execute(
-        _CLAIM, {"code_id": code_id, "now": now_utc(), "family_id": family_id}).rowcount == 1
-
-
-
 
 
 def s256(verifier: str) -> str:

@@ -44,7 +44,13 @@ class AuthorizationCodeGrant(BaseGrant):
     def validate_token_request(self) -> None:
         value = self.request.get("code")
         credentials = client_auth.presented(self.request)
-        code = codes.presented(self.session, value)
+        # Claimed first, in one statement with everything checked below; a failed check rolls
+        # the claim back with the rest of the transaction (the server's failure path).
+        self.family_id = new_id()
+        code = codes.claim(self.session, value, self.family_id)
+        claimed = code is not None
+        if not claimed:  # never issued, or used before: a replay
+            code = codes.presented(self.session, value)
         self.client = self._code_client(code, credentials)
         if value is None:
             raise InvalidRequestError("code is required.", reason="code_missing")
@@ -56,14 +62,14 @@ class AuthorizationCodeGrant(BaseGrant):
             raise InvalidGrantError(reason="code_unknown" if code is None else "code_client")
         self.code = code
         self.user_id = code.user_id
-        if code.consumed_at is not None:
+        if not claimed:
             self._replayed(code.family_id, code.user_id, code.client_id)
         if code.expires_at <= now_utc():
             raise InvalidGrantError(reason="code_expired")
         if redirect_uri != code.redirect_uri:
             raise InvalidGrantError(reason="redirect_uri_mismatch")
         self._check_pkce(code.code_challenge, verifier)
-        if code.web_session_id is not None and code.session_revoked_at is not None:
+        if code.web_session_id is not None and code.web_session_revoked_at is not None:
             # the sign-in the code stands for ended (signed out) before the app redeemed it
             raise InvalidGrantError(reason="web_session_ended")
         self.scopes = tuple(code.scope.split())
@@ -105,10 +111,7 @@ class AuthorizationCodeGrant(BaseGrant):
         code = self.code
         if code.user_disabled_at is not None:
             raise InvalidGrantError("This account is disabled.", reason="user_disabled")
-        family_id = new_id()
-        if not codes.claim_for(self.session, code.id, family_id):  # a parallel redemption won
-            self.session.rollback()
-            self._replayed(codes.family_of(self.session, code.id), code.user_id, code.client_id)
+        family_id = self.family_id  # the claim recorded it on the code
         offline = scope_rules.OFFLINE_ACCESS in self.scopes
         scope = scope_rules.join(self.scopes)
         family = refresh.start_family(
@@ -122,8 +125,8 @@ class AuthorizationCodeGrant(BaseGrant):
             details={"family_id": family.id, "scope": scope, "audience": code.audience},
         )
         self.session.commit()
-        profile = Profile(code.user_id, code.email, bool(code.email_verified), code.first_name,
-                          code.last_name)
+        profile = Profile(code.user_id, code.user_email, bool(code.user_email_verified),
+                          code.user_first_name, code.user_last_name)
         return self._token_body(
             profile=profile, audience=code.audience, scopes=self.scopes, family_id=family.id,
             auth_time=int(code.auth_time.timestamp()), refresh_token=family.refresh_token,
