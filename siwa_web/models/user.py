@@ -75,6 +75,13 @@ class AppleIdentity(Base):
     is_private_email: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # Team transfer (docs/apple-lifecycle.md): Apple's link from this `sub` to the user's `sub`
+    # in the team the app moves to, fetched before the move and exchanged after it.
+    transfer_sub: Mapped[str | None] = mapped_column(String(255), index=True)
+    transfer_team: Mapped[str | None] = mapped_column(String(20))
+    transfer_exported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    transferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    previous_sub: Mapped[str | None] = mapped_column(String(255))  # the sub before the move
 
     user: Mapped[User] = relationship(back_populates="identities")
     apple_tokens: Mapped[list[AppleToken]] = relationship(
