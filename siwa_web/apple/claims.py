@@ -31,6 +31,8 @@ class AppleClaims:
     at_hash: str | None = None
     auth_time: int | None = None
     real_user_status: int | None = None
+    # Only for 60 days after the app moved to another team: the user's link to their old sub.
+    transfer_sub: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -58,8 +60,16 @@ class AppleClaims:
             at_hash=payload.get("at_hash"),
             auth_time=payload.get("auth_time"),
             real_user_status=payload.get("real_user_status"),
+            transfer_sub=_transfer_sub(payload.get("transfer_sub")),
             raw=dict(payload),
         )
+
+
+def _transfer_sub(value: Any) -> str | None:
+    """Keep a `transfer_sub` we can store and look up: printable ASCII, at most 255 chars."""
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        return None
+    return value if value.isascii() and value.isprintable() and " " not in value else None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ class AppleSettings:
         return self._url("/auth/revoke")
 
     @property
+    def migration_url(self) -> str:
+        return self._url("/auth/usermigrationinfo")
+
+    @property
     def keys_url(self) -> str:
         return self._url("/auth/keys")
 
