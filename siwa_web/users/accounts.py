@@ -23,6 +23,7 @@ from ..models import User
 from ..models.base import UTCDateTime
 from ..models.base import now_utc
 from ..oauth.collaborators import AccountDisabled  # noqa: F401  (raised here, caught by callers)
+from . import transfer
 
 # A returning sign-in's routine writes, run as Core statements: with them, and attributes set
 # only when they change, its commit has nothing for the unit of work to flush (which cost more
@@ -79,6 +80,8 @@ def sign_in(
     """
     begin_write()
     identity = _identity_for_sign_in(claims.sub)
+    if identity is None and claims.transfer_sub:
+        identity = _transferred_identity(claims)
     created = False
     if identity is None:
         identity, created = _create_identity(claims, name, link_to)
@@ -91,6 +94,19 @@ def sign_in(
     if apple_refresh_token:
         store_apple_token(identity, apple_client_id, apple_refresh_token)
     return user, identity, created
+
+
+def _transferred_identity(claims: AppleClaims) -> AppleIdentity | None:
+    """During a team transfer's 60 days: the identity we exported this `transfer_sub` for.
+
+    It takes the new `sub` now, even before `flask apple transfer import` ran. If the new sub
+    is somehow another identity's already, that one simply signs in (found by sub above).
+    """
+    identity = transfer.find_by_transfer_sub(claims.transfer_sub or "")
+    if identity is None:
+        return None
+    transfer.move_identity(identity, claims.sub, via="sign_in")
+    return identity
 
 
 def begin_write() -> None:
