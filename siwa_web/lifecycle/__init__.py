@@ -12,9 +12,11 @@ def init_app(app: Flask) -> None:
     from . import notifications
     from . import pruning
     from . import revocations
+    from . import transfer
 
     notifications.init_app(app)
     revocations.init_app(app)
     backchannel.init_app(app)
     cli.init_app(app)
     pruning.init_app(app)
+    transfer.init_app(app)  # `flask apple transfer ...` (team transfer)
