@@ -10,6 +10,7 @@ from flask import Flask
 from flask import Response
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from .. import config
@@ -18,6 +19,7 @@ from .settings import EmulatorSettings
 from .settings import settings_from_app
 from .state import EmulatorState
 from .web import STATE_KEY
+from .web import current_state
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXTENSION_KEY = "siwa.emulator"
@@ -36,6 +38,7 @@ def create_emulator_app(settings: EmulatorSettings) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions[STATE_KEY] = EmulatorState(settings)
     from . import admin_flows  # noqa: F401  (adds its routes to the admin blueprint)
+    from . import views_migration  # noqa: F401  (team transfer: oauth and admin routes)
     from .admin import bp as admin_bp
     from .views_authorize import bp as authorize_bp
     from .views_oauth import bp as oauth_bp
@@ -59,7 +62,11 @@ def _check_keys(settings: EmulatorSettings) -> None:
 
 
 def _page_headers(response: Response) -> Response:
-    """Pages load only the emulator's own CSS and JS; nothing may frame them."""
+    """Pages load only the emulator's own CSS and JS; nothing may frame them.
+
+    Every answer is dated by Apple's (shiftable) clock, so clock-skew checks can be tested.
+    """
+    response.headers["Date"] = http_date(current_state().now())
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

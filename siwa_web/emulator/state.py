@@ -17,7 +17,7 @@ CODE_TTL = 300  # authorization codes live 5 minutes
 ACCESS_TTL = 3600
 PAGE_TTL = 900  # a consent page's one-time token
 RELAY_DOMAIN = "privaterelay.appleid.com"
-ENDPOINTS = ("token", "revoke", "keys")
+ENDPOINTS = ("token", "revoke", "keys", "usermigrationinfo")
 
 
 def new_sub() -> str:
@@ -40,6 +40,9 @@ class AppleUser:
     sub: str = field(default_factory=new_sub)
     relay_email: str = field(default_factory=new_relay_email)
     forwarding: bool = True  # relay forwarding (email-enabled / email-disabled)
+    # After a team transfer (migration.py): the old team's link, in identity tokens for 60 days.
+    transfer_sub: str | None = None
+    transfer_until: float = 0.0
 
 
 @dataclass
@@ -119,6 +122,7 @@ class EmulatorState:
             self.requests: list[dict[str, Any]] = []
             self.notifications: list[dict[str, Any]] = []
             self.clock_offset = 0.0
+            self.migration: Any = None  # teams and transfers (migration.py), made on first use
             self.claims = ClaimStyle(id_token_lifetime=self.settings.id_token_lifetime)
 
     def now(self) -> float:

@@ -69,6 +69,8 @@ def identity_token(
         **{k: v for k, v in extra.items() if v is not None},
         **email_claims(state, user, authz),
     }
+    if user.transfer_sub and claims["iat"] < user.transfer_until:  # 60 days after a transfer
+        claims["transfer_sub"] = user.transfer_sub
     return sign(state, claims)
 
 

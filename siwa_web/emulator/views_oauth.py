@@ -7,6 +7,7 @@ from flask import request
 from flask.typing import ResponseReturnValue
 
 from . import grants
+from . import migration
 from .client_auth import authenticate
 from .errors import apple_json
 from .web import current_state
@@ -55,7 +56,8 @@ def token() -> ResponseReturnValue:
     """Authenticate the client secret, then run the requested grant."""
     state = current_state()
     require_form()
-    client_id = authenticate(state.settings, request.form, state.now())
+    migration_call = request.form.get("grant_type") in migration.MIGRATION_CALLS
+    client_id, _team = migration.authenticate(state, request.form, migration_call=migration_call)
     return apple_json(grants.token(state, client_id, request.form))
 
 

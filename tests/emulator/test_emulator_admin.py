@@ -170,7 +170,7 @@ def test_list_and_clear_failures(emu):
     listed = emu.admin("failures", method="GET").get_json()["failures"]
     assert listed["token"] == [{"status": 400, "body": {"error": "invalid_grant"}, "delay": 0.0}]
     assert emu.admin("failures", method="DELETE").get_json()["failures"] == {
-        "token": [], "revoke": [], "keys": []}
+        "token": [], "revoke": [], "keys": [], "usermigrationinfo": []}
 
 
 @pytest.mark.parametrize(
