@@ -5,9 +5,12 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """`GET /healthz`, `GET /readyz` and `flask users ...` (after the token service is built)."""
+    """`GET /healthz`, `GET /readyz`, `flask users ...` (after the token service is built) and
+    `flask apple doctor`."""
+    from . import doctor
     from . import health
     from . import users_cli
 
     health.init_app(app)
     users_cli.init_app(app)
+    doctor.init_app(app)
