@@ -64,6 +64,7 @@ EVENT_TITLES = {
     "token_revoked": "An app signed out",
     "apple_consent_revoked": "Sign in with Apple was stopped in Apple ID settings",
     "apple_notification": "Apple sent an account notice",
+    "apple_identity_transferred": "Your Apple ID moved with the app to its new Apple team",
     # what siwa-web's support did (`flask users ...`, siwa_web/ops/users_cli.py)
     "operator_find": "Support looked up your account",
     "operator_show": "Support looked at your account",
