@@ -24,6 +24,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..apple.errors import AppleMisconfigured
 from ..apple.errors import AppleRejected
@@ -131,8 +132,8 @@ def import_subs(migration: MigrationClient, progress: Progress, *, dry_run: bool
             continue
         if dry_run:
             db.session.rollback()
-        else:
-            db.session.commit()
+        elif not _commit(run, identity):
+            continue
         run.done += moved
         run.skipped += not moved
         progress.step(run.done + run.skipped + len(run.failures) + len(run.conflicts), run.total)
@@ -160,6 +161,18 @@ def _rows(where) -> Iterator[AppleIdentity]:
         for identity in batch:
             after = identity.id
             yield identity
+
+
+def _commit(run: Run, identity: AppleIdentity) -> bool:
+    """Commit one move; a sign-in that took the same sub a moment ago is a conflict, not a crash."""
+    ids = {"identity": identity.id, "user": identity.user_id}
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        run.conflicts.append({**ids, "other_user": None})
+        return False
+    return True
 
 
 def _ask(call):
@@ -205,8 +218,9 @@ def _report(run: Run, what: str, as_json: bool, **extra: Any) -> None:
             click.echo(f"  refused: identity {f['identity']} (user {f['user']}): {f['error']}"
                        + (f" ({f['description']})" if f["description"] else ""), err=True)
         for c in run.conflicts:
+            owner = f"user {c['other_user']}" if c["other_user"] else "another identity"
             click.echo(f"  conflict: identity {c['identity']} (user {c['user']}): its new sub "
-                       f"belongs to user {c['other_user']}; nothing changed", err=True)
+                       f"belongs to {owner}; nothing changed", err=True)
         if run.stopped:
             click.echo(f"Stopped: {run.stopped}", err=True)
     if not run.ok:

@@ -53,6 +53,15 @@ def find_identity(sub: str) -> AppleIdentity | None:
     return db.session.execute(stmt).scalar_one_or_none()
 
 
+def find_for_claims(claims: AppleClaims) -> AppleIdentity | None:
+    """The identity these claims sign in to: by `sub`, or during a team transfer by the
+    `transfer_sub` we exported (the sign-in then moves it to the new `sub`)."""
+    identity = find_identity(claims.sub)
+    if identity is None and claims.transfer_sub:
+        identity = transfer.find_by_transfer_sub(claims.transfer_sub)
+    return identity
+
+
 def _identity_for_sign_in(sub: str) -> AppleIdentity | None:
     """One query for what a sign-in touches: lazy loads would cost round trips and autoflushes."""
     stmt = (

@@ -91,7 +91,7 @@ def _commit(tx: LoginTransaction, claims: AppleClaims, apple_refresh_token: str 
     services_id = current_app.config["APPLE_SERVICES_ID"]
     link_to = current_user if tx.purpose == "link" else None
     if tx.purpose == "reauth":
-        existing = accounts.find_identity(claims.sub)
+        existing = accounts.find_for_claims(claims)
         if current_user is None or existing is None or existing.user_id != current_user.id:
             raise WrongAccount()
     pending = db.session.get(PendingProfile, claims.sub)

@@ -57,10 +57,10 @@ class Browser:
                             data={"csrf_token": self.csrf()})
         return self._through_apple(start, sub, **claims)
 
-    def reauth(self, sub: str = SUB_A, next_url: str = "/dashboard/delete"):
+    def reauth(self, sub: str = SUB_A, next_url: str = "/dashboard/delete", **claims):
         start = start_login(self.client, path="/auth/apple/reauth", method="post",
                             data={"csrf_token": self.csrf(), "next": next_url})
-        return self._through_apple(start, sub)
+        return self._through_apple(start, sub, **claims)
 
     def _through_apple(self, start, sub: str, **claims):
         return self.client.post(CALLBACK, data=callback_form(self.fake_apple, start, sub=sub,

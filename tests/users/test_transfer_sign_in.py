@@ -12,6 +12,7 @@ from sqlalchemy import update
 from siwa_web.infra.extensions import db
 from siwa_web.models import AppleIdentity
 from siwa_web.models import User
+from support.dashboard import Browser
 from support.tokens import audit_events
 from support.tokens import exchange_params
 from support.tokens import post_token
@@ -83,3 +84,16 @@ def test_a_transfer_sub_we_did_not_export_finds_nobody(app, fake_apple, exported
     assert now[identity_id] == (user_id, OLD_SUB, None, False)
     assert users(app) == 2  # a new account, as for any unknown Apple ID
     assert audit_events(app, "apple_identity_transferred") == []
+
+
+def test_a_fresh_sign_in_to_delete_the_account_works_during_the_window(app, fake_apple):
+    """Re-authentication (before deleting the account) accepts the moved Apple ID as the same."""
+    browser = Browser(app, fake_apple).sign_in(OLD_SUB)
+    with app.app_context():
+        db.session.execute(update(AppleIdentity).values(transfer_sub=TRANSFER_SUB))
+        db.session.commit()
+    resp = browser.reauth(NEW_SUB, transfer_sub=TRANSFER_SUB)
+    assert resp.status_code == 303 and resp.headers["Location"] == "/dashboard/delete"
+    [(_, sub, previous, moved)] = rows(app).values()
+    assert (sub, previous, moved) == (NEW_SUB, OLD_SUB, True)
+    assert users(app) == 1
