@@ -11,6 +11,7 @@ lost; run it again); a user Apple refuses (say, one who revoked access) is liste
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..models import AppleIdentity
 from ..models.base import now_utc
 from ..users import transfer as moves
 
+log = logging.getLogger(__name__)
 TEAM_ID = re.compile(r"[A-Z0-9]{10}")
 BATCH = 100
 PROGRESS_EVERY = 100
@@ -207,7 +209,11 @@ def _migration(client_id: str | None) -> MigrationClient:
 
 
 def _report(run: Run, what: str, as_json: bool, **extra: Any) -> None:
-    """Print the summary (or JSON); exit 1 unless everything went through."""
+    """Log and print the summary (or JSON); exit 1 unless everything went through."""
+    log.info("apple transfer %s finished", what.lower(), extra={
+        "event": "apple_transfer", "done": run.done, "skipped": run.skipped,
+        "refused": len(run.failures), "conflicts": len(run.conflicts), "total": run.total,
+        "stopped": run.stopped is not None})
     if as_json:
         click.echo(json.dumps(run.as_json(**extra), indent=2))
     else:
