@@ -119,6 +119,10 @@ def redirect_uri(uri: str | None, issuer: str) -> Check:
     """Apple wants https on a domain name; ours must come back to this deployment."""
     fix = (f"Set APPLE_REDIRECT_URI to {issuer}/auth/apple/callback (or leave it unset) and "
            "register exactly that as a Return URL of the Services ID.")
+    if not issuer.startswith("https://"):
+        fix = ("Serve siwa-web over https on its domain name and set ISSUER to that https URL; "
+               "then leave APPLE_REDIRECT_URI unset (<ISSUER>/auth/apple/callback) and "
+               "register that as a Return URL of the Services ID.")
     parts = urlsplit(uri or "")
     if parts.scheme != "https":
         return problem("redirect_uri", f"APPLE_REDIRECT_URI {_show(uri)} is not https "

@@ -180,3 +180,9 @@ def test_a_key_that_is_not_ec_p256_is_a_problem(pem):
 ])
 def test_redirect_uris_apple_refuses_or_that_leave_the_site(uri):
     assert not apple_checks.redirect_uri(uri, "https://siwa.test").ok
+
+
+def test_an_http_issuer_is_the_thing_to_fix():
+    check = apple_checks.redirect_uri("http://localhost:5000/auth/apple/callback",
+                                      "http://localhost:5000")
+    assert not check.ok and "set ISSUER to that https URL" in check.fix
