@@ -61,12 +61,12 @@ def apple(apple_emulator, team_b_key_pem) -> AppleSide:
 
 @pytest.fixture
 def two_users(app, apple, native_client):
-    """Maria signed up in the browser, Ada in the iOS app, both under team A."""
+    """Maria signed up in the browser, Ada in the iOS app (hiding her email), under team A."""
     maria, ada = apple.new_user("maria@example.com", "Maria"), apple.new_user("ada@example.com",
                                                                               "Ada")
     browser = app.test_client()
     assert web_sign_in(browser, apple, maria["id"]).status_code == 303
-    resp = native_sign_in(app.test_client(), apple, native_client, ada["id"])
+    resp = native_sign_in(app.test_client(), apple, native_client, ada["id"], share_email=False)
     assert resp.status_code == 200, resp.get_json()
     found = identities(app)
     by_sub = {v["sub"]: uid for uid, v in found.items()}
@@ -97,6 +97,12 @@ def test_users_keep_their_accounts_through_export_transfer_import(
     assert moved[maria["user"]]["sub"] == new_sub["maria"]
     assert moved[maria["user"]]["previous_sub"] == maria["sub"]
     assert moved[ada["user"]]["sub"] == new_sub["ada"]
+    # Relay addresses are per team too: Ada's follows.
+    assert exported[ada["user"]]["email"] == ada["relay_email"]
+    assert moved[ada["user"]]["email"] == apple.user(ada["id"])["relay_email"] != ada["relay_email"]
+    assert moved[maria["user"]]["email"] == "maria@example.com"
+    with team_b_app.app_context():
+        assert db.session.get(User, ada["user"]).email == moved[ada["user"]]["email"]
     assert all(v["moved"] for v in moved.values())
     events = audit_events(team_b_app, "apple_identity_transferred")
     assert sorted(e["user_id"] for e in events) == sorted([maria["user"], ada["user"]])

@@ -126,8 +126,8 @@ def web_sign_in(client, apple: AppleSide, apple_user_id: str):
     return client.post(CALLBACK, data=form_fields(page.get_data(as_text=True)))
 
 
-def native_sign_in(client, apple: AppleSide, native, apple_user_id: str):
+def native_sign_in(client, apple: AppleSide, native, apple_user_id: str, **choices: Any):
     """The iOS app signs this person in and hands the code to POST /oauth/token."""
     cred = apple.post("native/authorize", {"bundle_id": native.bundle_id,
-                                           "user_id": apple_user_id})
+                                           "user_id": apple_user_id, **choices})
     return post_token(client, exchange_params(native, cred["authorizationCode"]))
