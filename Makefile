@@ -22,6 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 run: install
+	@$(BIN)/python scripts/check_port.py $(HOST) $(PORT)
 	$(BIN)/flask --app app db upgrade
 	@echo ""
 	@echo "  siwa-web is starting: open http://$(HOST):$(PORT)/"
