@@ -35,7 +35,7 @@ def test_a_busy_port_is_named_with_the_way_out(busy_port):
 
 
 def test_a_busy_port_on_localhost_too(busy_port):
-    """`localhost` is what `make run` uses; the dev server binds it as IPv4, and so does the check."""
+    """`localhost` is what `make run` uses: the dev server binds it as IPv4, as the check does."""
     result = check("localhost", str(busy_port))
     assert result.returncode == 1 and "already in use" in result.stderr
 

@@ -17,10 +17,19 @@ group = AppGroup("emulator", help="The offline Apple (appleid.apple.com) emulato
 
 @group.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=5001, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=5001, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on (1-65535).")
 def run(host: str, port: int) -> None:
-    """Serve the emulator; point SIWA_APPLE_BASE_URL at the printed URL."""
+    """Serve the emulator standalone; point SIWA_APPLE_BASE_URL at the printed URL.
+
+    Development only. It trusts this app's Apple settings: APPLE_TEAM_ID, the public half of
+    APPLE_PRIVATE_KEY under APPLE_KEY_ID, APPLE_SERVICES_ID with APPLE_REDIRECT_URI; as bundle
+    ids, the registered native clients (SQLALCHEMY_DATABASE_URI) and EMULATOR_BUNDLE_IDS; it
+    sends notifications to EMULATOR_NOTIFICATION_URL. Refused when ENV is production.
+    """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config.get("ENV") == "production":
+        raise click.UsageError("the Apple emulator is for development only (ENV is production)")
     base_url = f"http://{host}:{port}"
     settings = dataclasses.replace(settings_from_app(app), base_url=base_url)
     click.echo(f"Apple emulator (development only) on {base_url}")

@@ -19,13 +19,17 @@ outbox_cli = AppGroup("outbox", help="Deliveries siwa-web owes other servers: Ap
 
 @outbox_cli.command("retry")
 @click.option("--limit", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Most rows to send per outbox in this run.")
+              help="Most rows to send per outbox in this run (at least 1).")
 def retry(limit: int) -> None:
     """Send every due row of every outbox; exit 1 if a row keeps failing.
 
     A row that failed `<OUTBOX>_ALERT_ATTEMPTS` times (APPLE_REVOCATION_ALERT_ATTEMPTS,
     BACKCHANNEL_LOGOUT_ALERT_ATTEMPTS) makes the command exit 1, so cron mails you; the row is
     kept and retried on every later run.
+
+    Reads SQLALCHEMY_DATABASE_URI; for Apple, APPLE_BASE_URL, APPLE_TEAM_ID, APPLE_KEY_ID,
+    APPLE_PRIVATE_KEY and TOKEN_ENCRYPTION_KEYS; the backoff and lease settings of each outbox
+    (APPLE_REVOCATION_*, BACKCHANNEL_LOGOUT_*, including the delivery timeouts).
     """
     stuck_any = False
     for label, outbox in OUTBOXES:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import click
 from flask import Flask
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import delete
+from sqlalchemy import func
 from sqlalchemy import or_
+from sqlalchemy import select
 
 from ..infra.extensions import db
 from ..models import AuditEvent
@@ -23,14 +26,37 @@ from ..models import TokenFamily
 from ..models import WebSession
 from ..models.base import now_utc
 
+RETENTION_SETTINGS = ("PRUNE_AFTER_DAYS", "AUDIT_RETENTION_DAYS")
 
-def prune() -> dict[str, int]:
-    """Delete dead rows older than the retention settings; returns counts per table."""
+
+class RetentionError(ValueError):
+    """A retention setting would delete what must be kept; the message names it."""
+
+
+def _days(key: str) -> int:
+    """A retention setting as a whole number of days, at least 1 (0 or less would delete live
+    history, a typo such as "30d" would fail half-way)."""
+    raw = current_app.config.get(key)
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        days = int(raw)
+    except (TypeError, ValueError):
+        raise RetentionError(f"{key} (SIWA_{key}) must be a whole number of days, "
+                             f"got {raw!r}") from None
+    if days < 1:
+        raise RetentionError(f"{key} (SIWA_{key}) must be at least 1 day, got {raw!r}")
+    return days
+
+
+def _statements() -> dict[str, Any]:
+    """One DELETE per table, for rows older than the retention settings."""
     cfg = current_app.config
     now = now_utc()
-    grace = now - timedelta(days=cfg["PRUNE_AFTER_DAYS"])
+    grace = now - timedelta(days=_days("PRUNE_AFTER_DAYS"))
+    audit_cutoff = now - timedelta(days=_days("AUDIT_RETENTION_DAYS"))
     idle = timedelta(seconds=cfg["SESSION_IDLE_TIMEOUT"])
-    statements = {
+    return {
         # a trip to Apple that ended (used or expired) more than a day ago
         "login_transactions": delete(LoginTransaction).where(
             LoginTransaction.expires_at < now - timedelta(days=1)),
@@ -52,19 +78,50 @@ def prune() -> dict[str, int]:
         # notifications older than this are refused by their `exp` anyway
         "notification_events": delete(NotificationEvent).where(
             NotificationEvent.received_at < grace),
-        "audit_events": delete(AuditEvent).where(
-            AuditEvent.created_at < now - timedelta(days=cfg["AUDIT_RETENTION_DAYS"])),
+        "audit_events": delete(AuditEvent).where(AuditEvent.created_at < audit_cutoff),
     }
+
+
+def prune(*, dry_run: bool = False) -> dict[str, int]:
+    """Delete dead rows older than the retention settings; returns counts per table.
+
+    With `dry_run`, count what would go and delete nothing (the same WHERE clauses, as SELECT
+    COUNT(*)). :raises RetentionError: for a retention setting that is not a positive number.
+    """
+    statements = _statements()
+    if dry_run:
+        counts = {}
+        for name, stmt in statements.items():
+            table = stmt.table
+            counts[name] = db.session.execute(
+                select(func.count()).select_from(table).where(stmt.whereclause)).scalar_one()
+        db.session.rollback()
+        return counts
     counts = {name: db.session.execute(stmt).rowcount for name, stmt in statements.items()}
     db.session.commit()
     return counts
 
 
 @click.command("prune")
+@click.option("--dry-run", is_flag=True,
+              help="Print how many rows would be deleted, per table, and delete nothing.")
 @with_appcontext
-def prune_command() -> None:
-    """Delete expired login attempts, dead sessions and token families, and old audit events."""
-    click.echo(json.dumps(prune(), sort_keys=True))
+def prune_command(dry_run: bool) -> None:
+    """Delete rows nobody can use any more and print the count per table as JSON.
+
+    Login attempts, pending authorizations and authorization codes that ended more than a day
+    ago; sessions, app sessions (token families), delivered back-channel logouts, Apple
+    notifications and names Apple sent for sign-ins that never completed, once revoked,
+    expired or idle more than PRUNE_AFTER_DAYS (default 30) ago (web sessions: after
+    SESSION_IDLE_TIMEOUT too); audit events older than AUDIT_RETENTION_DAYS (default 365).
+    Both settings must be whole numbers of days, at least 1. Reads SQLALCHEMY_DATABASE_URI.
+    Safe to run from cron and to overlap.
+    """
+    try:
+        counts = prune(dry_run=dry_run)
+    except RetentionError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(json.dumps({"would_delete": counts} if dry_run else counts, sort_keys=True))
 
 
 def init_app(app: Flask) -> None:

@@ -101,12 +101,17 @@ def _alert_after() -> int:
 
 @click.command("retry-revocations")
 @with_appcontext
-@click.option("--limit", default=500, show_default=True, help="Most rows to send in this run.")
+@click.option("--limit", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Most rows to send in this run (at least 1).")
 def retry_revocations_command(limit: int) -> None:
     """Send pending Apple token revocations that are due (safe to run from cron).
 
-    Exits 1 when rows have failed at least APPLE_REVOCATION_ALERT_ATTEMPTS times, so cron or a
-    monitor can alert; the rows are kept and retried on every later run.
+    `flask outbox retry` sends these and web apps' back-channel logouts; this sends only these.
+    Reads SQLALCHEMY_DATABASE_URI, the Apple settings it revokes with (APPLE_BASE_URL,
+    APPLE_TEAM_ID, APPLE_KEY_ID, APPLE_PRIVATE_KEY), TOKEN_ENCRYPTION_KEYS (the stored Apple
+    tokens are encrypted), APPLE_REVOCATION_BACKOFF_BASE / _BACKOFF_MAX / _LEASE, and
+    APPLE_REVOCATION_ALERT_ATTEMPTS: it exits 1 when rows have failed at least that many times,
+    so cron or a monitor can alert; the rows are kept and retried on every later run.
     """
     report = send_due(limit=limit)
     total, stuck = pending_summary()

@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam
+from sqlalchemy import func
 from sqlalchemy import select
 
 from ..infra.crypto import new_token
@@ -24,6 +26,7 @@ MAX_CLIENT_ID_LENGTH = 64
 # Apple bundle ids: reverse-DNS of letters, digits, hyphens and dots.
 _BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")  # \Z: `$` passes a final "\n"
 _AUDIENCE = re.compile(r"^[\x21-\x7e]{1,255}\Z")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*\Z")  # RFC 3986 §3.1
 
 
 class ClientError(ValueError):
@@ -137,15 +140,29 @@ def allowed_audiences(client: ActiveClient, default_audience: str) -> frozenset[
 
 def create(
     session: DbSession, *, name: str, bundle_id: str, audiences: list[str] | tuple[str, ...] = (),
-    api_scopes: list[str] | tuple[str, ...] = (),
+    api_scopes: list[str] | tuple[str, ...] = (), web_services_id: str | None = None,
 ) -> Client:
-    """Validate and add a client (the caller commits). :raises ClientError:"""
+    """Validate and add a client (the caller commits). :raises ClientError:
+
+    `web_services_id` is the web sign-in's Services ID (APPLE_SERVICES_ID): Apple tells bundle
+    ids and Services IDs apart by nothing but their registration, so a native client with that
+    id would make the token endpoint accept codes minted for the web sign-in. Bundle ids are
+    compared without regard to case, as Apple treats them: `com.Example.app` and
+    `com.example.app` name one App ID.
+    """
     name = _check_name(name)
     if len(bundle_id) > 255 or not _BUNDLE_ID.match(bundle_id):
         raise ClientError("bundle id must look like com.example.app")
+    if web_services_id and bundle_id.lower() == web_services_id.lower():
+        raise ClientError(f"bundle id {bundle_id} is the web sign-in's Services ID "
+                          "(APPLE_SERVICES_ID); a native client needs its app's own bundle id")
     _check_audiences_and_scopes(audiences, api_scopes)
-    if session.execute(select(Client.id).where(Client.bundle_id == bundle_id)).first():
-        raise ClientError(f"a client with bundle id {bundle_id} already exists")
+    taken = session.execute(select(Client.id, Client.bundle_id).where(
+        func.lower(Client.bundle_id) == bundle_id.lower())).first()
+    if taken:
+        same = "" if taken.bundle_id == bundle_id else f" (as {taken.bundle_id}: case differs)"
+        raise ClientError(f"a client with bundle id {bundle_id} already exists{same}: "
+                          f"{taken.id}")
     client = Client(
         id=CLIENT_ID_PREFIX + new_token(18),
         name=name,
@@ -155,6 +172,22 @@ def create(
     )
     session.add(client)
     return client
+
+
+def set_disabled(session: DbSession, client_id: str, disabled: bool) -> tuple[Client, bool]:
+    """Disable or re-enable a client (the caller commits); returns it and whether it changed.
+
+    A disabled client keeps its sessions, but none of them works: its grants get
+    `invalid_client` and its access tokens `invalid_token` until it is enabled again.
+    :raises ClientError: for an unknown client id.
+    """
+    client = session.get(Client, client_id)
+    if client is None:
+        raise ClientError(f"no client with id {client_id} (flask clients list shows them)")
+    changed = (client.disabled_at is None) == disabled
+    if changed:
+        client.disabled_at = now_utc() if disabled else None
+    return client, changed
 
 
 def all_clients(session: DbSession) -> list[Client]:
@@ -269,8 +302,32 @@ def _check_name(name: str) -> str:
 
 def _check_audiences_and_scopes(audiences, api_scopes) -> None:
     for audience in audiences:
-        if not _AUDIENCE.match(audience) or audience.startswith(CLIENT_ID_PREFIX):
-            raise ClientError(f"audience {audience!r} must be an API identifier such as a URL")
+        _check_audience(audience)
     for scope in api_scopes:
         if not scopes.is_scope_token(scope):
             raise ClientError(f"scope {scope!r} is not a valid scope token")
+        if scope in scopes.STANDARD_SCOPES:
+            raise ClientError(
+                f"scope {scope!r} is an OpenID scope, which every client may request already "
+                f"({' '.join(scopes.STANDARD_SCOPES)}); --scope names API scopes only, such as "
+                "read:things")
+
+
+def _check_audience(audience: str) -> None:
+    """An API identifier, as RFC 9068 `aud` and RFC 8707 resource indicators are: an absolute
+    URI (a scheme, and a host for http and https) without a fragment, e.g.
+    https://api.example.com or urn:example:api."""
+    problem = None
+    if not _AUDIENCE.match(audience) or audience.startswith(CLIENT_ID_PREFIX):
+        problem = "printable characters without spaces, at most 255"
+    else:
+        parts = urlsplit(audience)
+        if not _URI_SCHEME.match(parts.scheme) or not (parts.netloc or parts.path):
+            problem = "an absolute URI with a scheme"
+        elif parts.scheme.lower() in ("http", "https") and not parts.hostname:
+            problem = "an http(s) URL with a host"
+        elif parts.fragment or "#" in audience:
+            problem = "a URI without a fragment (#)"
+    if problem:
+        raise ClientError(f"audience {audience!r} must be an API identifier: {problem}, "
+                          "e.g. https://api.example.com or urn:example:api")

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..infra.crypto import TokenCipher
+from ..models import Client
 from ..models import TokenFamily
 from ..models import User
 from . import client_auth
@@ -231,12 +232,16 @@ class AuthorizationServer:
             "family_unknown" if row is None or row.profile.user_id != access.sub
             else "family_revoked" if row.revoked
             else "user_disabled" if row.disabled
+            else "client_disabled" if row.client_disabled
             # the app session is over, whatever the token says
             else "family_expired" if row.expires_at <= time.time()
             else None
         )
         if reason is not None:
             log.debug("bearer token refused: %s", reason, extra={"reason": reason})
+            if reason == "client_disabled":  # the holder can do nothing about it: say so
+                raise InvalidTokenError("The app this access token was issued to is disabled.",
+                                        reason=reason)
             raise InvalidTokenError(reason=reason)
         return Principal(access, row.profile)
 
@@ -269,12 +274,16 @@ class AuthorizationServer:
 
 
 # Built once: constructing the statement cost more than running it on every API call.
+# The client's row comes along: a disabled client's access tokens are refused (`flask clients
+# disable`), as its grants are.
 _FAMILY_AND_USER = (
     select(
         TokenFamily.revoked_at, TokenFamily.expires_at, TokenFamily.user_id, User.disabled_at,
         User.email, User.email_verified, User.first_name, User.last_name,
+        Client.disabled_at.label("client_disabled_at"),
     )
     .join(User, User.id == TokenFamily.user_id)
+    .join(Client, Client.id == TokenFamily.client_id)
     .where(TokenFamily.id == bindparam("family_id"))
 )
 
@@ -290,6 +299,7 @@ class SessionState(NamedTuple):
     disabled: bool
     expires_at: float  # POSIX timestamp
     profile: Profile
+    client_disabled: bool = False
 
 
 def _family_and_user(session: DbSession, access: tokens.AccessToken) -> SessionState | None:
@@ -302,5 +312,6 @@ def _family_and_user(session: DbSession, access: tokens.AccessToken) -> SessionS
         expires_at=row.expires_at.timestamp(),
         profile=Profile(row.user_id, row.email, bool(row.email_verified), row.first_name,
                         row.last_name),
+        client_disabled=row.client_disabled_at is not None,
     )
 

@@ -38,8 +38,14 @@ from ..users.sign_out import end_web_sessions
 from . import lookup
 
 users_cli = AppGroup(
-    "users", help="Support: find an account, look at it, sign it out, disable, enable or "
-                  "delete it.")
+    "users", help="""Support: find an account, look at it, sign it out, disable, enable or
+delete it.
+
+Every command reads SQLALCHEMY_DATABASE_URI and writes an operator_* audit event. sign-out and
+delete tell web apps by back-channel logout (BACKCHANNEL_LOGOUT_CONNECT_TIMEOUT / _READ_TIMEOUT);
+delete asks Apple to revoke its tokens (APPLE_BASE_URL, APPLE_TEAM_ID, APPLE_KEY_ID,
+APPLE_PRIVATE_KEY, TOKEN_ENCRYPTION_KEYS). Exit 2: the command line is wrong; 1: no such user.
+""")
 SIGNED_OUT = "signed out by support"  # revoked_reason of the sessions `sign-out` ends
 ID_MAX = 36
 
@@ -144,7 +150,7 @@ def find_command(email: str | None, sub: str | None, user_id: str | None,
                  as_json: bool) -> None:
     """Find accounts by --email, --sub or --id.
 
-    Give exactly one. Exits 1 when no account matches.
+    Give exactly one. Exits 1 when no account matches. Reads SQLALCHEMY_DATABASE_URI.
     """
     given = [(option, value) for option, value in
              (("--email", email), ("--sub", sub), ("--id", user_id)) if value is not None]
@@ -189,6 +195,8 @@ def show_command(user_id: str, as_json: bool) -> None:
     """Show an account's Apple IDs, sessions and activity.
 
     Its Apple IDs, web and app sessions not signed out, last activity and ten latest events.
+    Reads SQLALCHEMY_DATABASE_URI and the session limits (SESSION_IDLE_TIMEOUT,
+    SESSION_ABSOLUTE_TIMEOUT, REFRESH_TOKEN_IDLE_TTL) to tell live sessions from expired ones.
     """
     user = _target(user_id, "operator_show")
     data = lookup.details(user)
@@ -254,7 +262,9 @@ def _sessions(title: str, rows: list[dict[str, Any]],
 def sign_out_command(user_id: str, web: bool, apps: bool, as_json: bool) -> None:
     """End an account's sessions at once.
 
-    Web and app sessions, unless --web or --apps names one kind.
+    Web and app sessions, unless --web or --apps names one kind. Reads
+    SQLALCHEMY_DATABASE_URI; web apps signed in through an ended session are told by back-channel
+    logout (BACKCHANNEL_LOGOUT_CONNECT_TIMEOUT, BACKCHANNEL_LOGOUT_READ_TIMEOUT).
     """
     if not (web or apps):
         web = apps = True
@@ -278,6 +288,7 @@ def disable_command(user_id: str, as_json: bool) -> None:
     """Stop an account from being used, until enable.
 
     No sign-in, token exchange or refresh; its sessions and access tokens are refused.
+    Reads SQLALCHEMY_DATABASE_URI.
     """
     user = _target(user_id, "operator_disable")
     changed = db.session.execute(
@@ -306,7 +317,8 @@ def disable_command(user_id: str, as_json: bool) -> None:
 def enable_command(user_id: str, as_json: bool) -> None:
     """Let a disabled account be used again.
 
-    It can sign in, and its sessions that have not expired work again.
+    It can sign in, and its sessions that have not expired work again. Reads
+    SQLALCHEMY_DATABASE_URI.
     """
     user = _target(user_id, "operator_enable")
     changed = db.session.execute(
@@ -337,7 +349,10 @@ def delete_command(user_id: str, yes: bool, as_json: bool) -> None:
     """Delete an account, as its owner can.
 
     The dashboard's deletion: every session ends, the rows go in one transaction, and Apple
-    is asked to revoke its tokens afterwards. Asks first unless --yes.
+    is asked to revoke its tokens afterwards. Asks first unless --yes. Reads
+    SQLALCHEMY_DATABASE_URI, TOKEN_ENCRYPTION_KEYS and the Apple settings (APPLE_BASE_URL,
+    APPLE_TEAM_ID, APPLE_KEY_ID, APPLE_PRIVATE_KEY); revocations Apple does not take are kept
+    for `flask outbox retry`.
     """
     user = _target(user_id, "operator_delete")
     summary = lookup.summary(user)

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine import make_url
 
 from ..infra.extensions import db
+from ..models import Client
 from ..models import TokenFamily
 from ..models import User
 from ..oauth.liveness import CHANNEL
@@ -49,11 +50,12 @@ from ..oauth.liveness import PostgresSignal
 
 log = logging.getLogger(__name__)
 
-# What authenticate() reads and caches (it looks both rows up by id): a change to any of these
+# What authenticate() reads and caches (it looks the rows up by id): a change to any of these
 # ends or alters a session.
 WATCHED: dict[type, tuple[str, ...]] = {
-    TokenFamily: ("id", "revoked_at", "expires_at", "user_id"),
+    TokenFamily: ("id", "revoked_at", "expires_at", "user_id", "client_id"),
     User: ("id", "disabled_at", "email", "email_verified", "first_name", "last_name"),
+    Client: ("id", "disabled_at"),
 }
 
 

@@ -14,6 +14,7 @@ from siwa_web.models import LoginTransaction
 from siwa_web.models import PendingProfile
 from siwa_web.models import WebSession
 from siwa_web.models.base import now_utc
+from support.config import count_rows
 from support.web import sign_in
 from support.web import start_login
 
@@ -50,6 +51,26 @@ def test_prune_removes_only_dead_rows(app, client, runner, fake_apple):
     assert counts["login_transactions"] == 2 and counts["pending_profiles"] == 1
     assert counts["web_sessions"] == 1 and counts["audit_events"] >= 1
     assert count(app, LoginTransaction) == count(app, WebSession) == 0
+
+
+def test_dry_run_counts_what_prune_would_delete_and_deletes_nothing(app, client, runner,
+                                                                   fake_apple):
+    sign_in(client, fake_apple)
+    start_login(client)
+    age(app, LoginTransaction, 2, expires_at=1)
+    age(app, WebSession, 31, revoked_at=1)
+    before = count_rows(app)
+    result = runner.invoke(args=["prune", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    would = json.loads(result.output)["would_delete"]
+    assert would["login_transactions"] == 2 and would["web_sessions"] == 1
+    assert count_rows(app) == before
+    assert json.loads(runner.invoke(args=["prune"]).output) == would
+
+
+def test_help_names_the_settings_it_reads(runner):
+    text = runner.invoke(args=["prune", "--help"]).output
+    assert "PRUNE_AFTER_DAYS" in text and "AUDIT_RETENTION_DAYS" in text and "--dry-run" in text
 
 
 def test_live_session_survives_prune(app, client, runner, fake_apple):

@@ -108,3 +108,46 @@ def test_keys_list_and_rotate(app, runner):
         (second["signing_kid"], "signing"), (first["signing_kid"], "published")]
     assert listed[1]["unpublish_after"] == second["retired"][0]["unpublish_after"]
     assert all("private" not in json.dumps(k).lower() for k in listed)
+
+
+def test_disable_refuses_the_apps_grants_and_tokens_until_enable(app, runner, client, fake_apple,
+                                                                 native_client):
+    session = exchange(client, fake_apple, native_client).get_json()
+    me = {"Authorization": "Bearer " + session["access_token"]}
+    assert client.get("/api/me", headers=me).status_code == 200  # cached as alive
+
+    result = invoke(runner, "clients", "disable", native_client.client_id)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["disabled"] is True
+    assert json.loads(result.output)["changed"] is True
+
+    refused = client.get("/api/me", headers=me)
+    assert refused.status_code == 401
+    assert refused.get_json() == {
+        "error": "invalid_token",
+        "error_description": "The app this access token was issued to is disabled."}
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    refreshed = post_token(client, refresh_params(native_client, session["refresh_token"]))
+    assert refreshed.status_code == 401
+    assert refreshed.get_json()["error"] == "invalid_client"
+    new_exchange = exchange(client, fake_apple, native_client)
+    assert new_exchange.status_code == 401
+    assert new_exchange.get_json()["error"] == "invalid_client"
+    again = invoke(runner, "clients", "disable", native_client.client_id)
+    assert again.exit_code == 0 and json.loads(again.output)["changed"] is False
+
+    result = invoke(runner, "clients", "enable", native_client.client_id)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["disabled"] is False
+    assert client.get("/api/me", headers=me).status_code == 200
+    refreshed = post_token(client, refresh_params(native_client, session["refresh_token"]))
+    assert refreshed.status_code == 200, refreshed.get_json()
+
+
+@pytest.mark.parametrize("audience", ["https://api.example.com", "urn:example:api",
+                                      "https://api.example.com/v1"])
+def test_audiences_are_absolute_uris(runner, audience):
+    result = invoke(runner, "clients", "create", "--name", "A", "--bundle-id", "com.example.a",
+                    "--audience", audience)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["audiences"] == [audience]

@@ -545,6 +545,7 @@ def test_core_and_orm_revocations_count(dialect):
     "TRUNCATE TABLE clients",
     "ALTER TABLE users RENAME COLUMN email TO mail",
     "UPDATE users SET id = 'x' WHERE id = 'y'",
+    "UPDATE clients SET disabled_at = 1",  # flask clients disable: its tokens are refused
 ])
 def test_statements_that_count(sql):
     assert liveness_events._changes_liveness(sql)
@@ -562,7 +563,7 @@ def test_statements_that_count(sql):
     "DELETE FROM apple_identities",  # families keep going; only identity_id is set to NULL
     "INSERT INTO users (id, email) VALUES (1, 'e')",
     "INSERT INTO token_families (id) SELECT id FROM users",
-    "UPDATE clients SET disabled_at = 1",  # the Bearer check does not read clients
+    "UPDATE clients SET name = 'x', scopes = '[]'",  # the Bearer check reads disabled_at only
     "NOTIFY siwa_liveness",
     "BEGIN IMMEDIATE",
     "-- users\nSELECT 1",
