@@ -177,6 +177,10 @@ def _configure_apple(app: Flask, instance: Path) -> None:
             raise ConfigError("APPLE_PRIVATE_KEY_PATH", problem) from exc
     has_credentials = any(cfg.get(k) for k in (*APPLE_REQUIRED, "APPLE_PRIVATE_KEY"))
     emulator = cfg.get("APPLE_EMULATOR")
+    # true/false (SIWA_APPLE_EMULATOR=true); 1/0 read as JSON numbers too. Any other text
+    # ("off", "no") would otherwise count as true and start the emulator.
+    if emulator is not None and (not isinstance(emulator, bool | int) or emulator not in (0, 1)):
+        raise ConfigError("APPLE_EMULATOR", f"must be true or false, got {emulator!r}")
     if emulator is None:
         emulator = not has_credentials and not is_production(app)
     cfg["APPLE_EMULATOR"] = bool(emulator)

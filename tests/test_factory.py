@@ -149,3 +149,22 @@ def test_mounted_emulator_is_reached_in_process(app_config):
         kid = keys["keys"][0]["kid"]
         assert apple_client().keys.key_for(kid) is not None
     assert app.test_client().get("/__apple/auth/keys").json == keys
+
+
+@pytest.mark.parametrize(("value", "on"), [("true", True), ("false", False), ("1", True),
+                                           ("0", False)])
+def test_apple_emulator_from_the_environment(monkeypatch, app_config, value, on):
+    """The docs write SIWA_APPLE_EMULATOR=true; 1/0 mean the same."""
+    cfg = {k: v for k, v in app_config.items() if k != "APPLE_EMULATOR"}
+    cfg["APPLE_BASE_URL"] = "http://127.0.0.1:5001"
+    monkeypatch.setenv("SIWA_APPLE_EMULATOR", value)
+    assert create_app(cfg).config["APPLE_EMULATOR"] is on
+
+
+@pytest.mark.parametrize("value", ["off", "no", "yes", "2", '"true"'])
+def test_apple_emulator_other_spellings_stop_start_up(monkeypatch, app_config, value):
+    """Text such as "off" would otherwise be truthy and start the emulator."""
+    cfg = {k: v for k, v in app_config.items() if k != "APPLE_EMULATOR"}
+    monkeypatch.setenv("SIWA_APPLE_EMULATOR", value)
+    with pytest.raises(ConfigError, match="SIWA_APPLE_EMULATOR: must be true or false"):
+        create_app(cfg)

@@ -1,4 +1,4 @@
-"""Validate `/auth/authorize` like Apple: the response_type/mode/scope matrix (§1.1, §1.3)."""
+"""Validate `/auth/authorize` like Apple: the response_type/mode/scope matrix."""
 from __future__ import annotations
 
 import ipaddress

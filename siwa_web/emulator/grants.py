@@ -1,4 +1,4 @@
-"""`/auth/token` grants and `/auth/revoke`, with Apple's observed error descriptions (§2.4)."""
+"""`/auth/token` grants and `/auth/revoke`, with Apple's observed error descriptions."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""Dashboard actions under attack: other users' ids, CSRF, cross-site posts, and races (§3.6)."""
+"""Dashboard actions under attack: other users' ids, CSRF, cross-site posts, races (DASH-*)."""
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,4 @@
-"""Hostile Apple identity tokens (security.md §3.1, WEB-09…WEB-21) and the ones we must accept."""
+"""Hostile Apple identity tokens (WEB-09…WEB-21 in docs/security.md) and the ones we must accept."""
 from __future__ import annotations
 
 import base64

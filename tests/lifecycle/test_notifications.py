@@ -1,4 +1,4 @@
-"""Apple server-to-server notifications (security.md §3.7, NTF-01 … NTF-15)."""
+"""Apple server-to-server notifications (NTF-01 … NTF-15 in docs/security.md)."""
 from __future__ import annotations
 
 import json
