@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """Play a native iOS app against a running siwa-web and its Apple emulator.
 
-    flask clients create --name "Demo iOS" --bundle-id com.example.demo   # note the client_id
-    flask run                                                              # emulator at /__apple
-    python scripts/native_demo.py --client-id cli_... --bundle-id com.example.demo
+    .venv/bin/flask --app app clients create --name "Demo iOS" --bundle-id com.example.demo
+    make run                                                    # the emulator is at /__apple
+    .venv/bin/python scripts/native_demo.py --client-id cli_... --bundle-id com.example.demo
 
 Steps, as an app would do them: sign in with Apple on the "device" (the emulator hands out the
 credential an `ASAuthorizationAppleIDCredential` carries), exchange the authorization code at
 /oauth/token, call /api/me, refresh, revoke, and show that the revoked session is dead.
 Exits 0 when every step behaved as documented in docs/native.md.
+
+To try the token endpoint and your API by hand, let the demo stop earlier and print shell
+variables for `eval`:
+
+    eval "$(.venv/bin/python scripts/native_demo.py --client-id ... --bundle-id ... --export)"
+        # ACCESS_TOKEN, ID_TOKEN, REFRESH_TOKEN: a live sign-in (nothing refreshed or revoked)
+    eval "$(.venv/bin/python scripts/native_demo.py --client-id ... --bundle-id ... --apple-code)"
+        # APPLE_CODE and NONCE: an unspent Apple code for your own POST /oauth/token
+
+With a standalone emulator (`flask emulator run`), pass its URL with --apple-url.
 """
 from __future__ import annotations
 
@@ -16,12 +26,19 @@ import argparse
 import hashlib
 import json
 import secrets
+import shlex
 import sys
 
 import requests
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 APPLE_CODE = "http://auth0.com/oauth/token-type/apple-authz-code"
+
+
+APPLE_URL_HINT = (
+    "siwa-web mounts the emulator at <base-url>/__apple only when it runs it itself (make run); "
+    "with a standalone one (flask emulator run), pass its URL: --apple-url http://127.0.0.1:5001 "
+    "(the value of SIWA_APPLE_BASE_URL).")
 
 
 class DemoFailed(Exception):
@@ -47,16 +64,36 @@ class Demo:
             print(json.dumps(data, indent=2, sort_keys=True) if not isinstance(data, str) else data)
 
     def expect(self, response: requests.Response, status: int, what: str) -> dict:
-        body = response.json() if response.content else {}
+        """The JSON body of an answer with `status`; anything else names URL, status and body."""
+        request = response.request
+        where = f"{request.method} {response.url}"
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+            start = " ".join(response.text.split())[:80]
+            raise DemoFailed(f"{what}: {where} answered {response.status_code} with {kind}, not "
+                             f"JSON: {start!r}") from None
         if response.status_code != status:
-            raise DemoFailed(f"{what}: expected {status}, got {response.status_code} {body}")
+            raise DemoFailed(f"{what}: {where} answered {response.status_code} (expected "
+                             f"{status}): {body}")
         return body
 
     def device_sign_in(self, raw_nonce: str) -> dict:
         """What Sign in with Apple returns on the device; Apple gets SHA256(raw nonce)."""
-        response = self.http.post(self.apple_url + "/__emulator/native/authorize", json={
-            "bundle_id": self.bundle_id, "email": "demo@example.com", "first_name": "Demo",
-            "last_name": "User", "nonce": hashlib.sha256(raw_nonce.encode()).hexdigest()})
+        url = self.apple_url + "/__emulator/native/authorize"
+        try:
+            response = self.http.post(url, json={
+                "bundle_id": self.bundle_id, "email": "demo@example.com", "first_name": "Demo",
+                "last_name": "User", "nonce": hashlib.sha256(raw_nonce.encode()).hexdigest()})
+        except requests.ConnectionError:
+            raise DemoFailed(f"emulator native sign-in: nothing answers at {self.apple_url}. "
+                             f"{APPLE_URL_HINT}") from None
+        if response.status_code == 404 or "json" not in response.headers.get("Content-Type", ""):
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+            raise DemoFailed(
+                f"emulator native sign-in: POST {url} answered {response.status_code} "
+                f"({kind}): the Apple emulator's test controls are not there. {APPLE_URL_HINT}")
         credential = self.expect(response, 200, "emulator native sign-in")
         self.say("1. Apple credential on the device", {
             "user": credential["user"], "fullName": credential["fullName"],
@@ -107,11 +144,34 @@ class Demo:
             raise DemoFailed(f"revoke: {response.status_code} {response.text}")
         self.say("5. POST /oauth/revoke: 200")
 
+    def discover(self) -> None:
+        url = self.base_url + "/.well-known/openid-configuration"
+        try:
+            response = self.http.get(url)
+        except requests.ConnectionError:
+            raise DemoFailed(f"discovery: nothing answers at {self.base_url}; start siwa-web "
+                             "(make run) or pass its URL with --base-url") from None
+        config = self.expect(response, 200, f"discovery (is {self.base_url} siwa-web?)")
+        if TOKEN_EXCHANGE not in config.get("grant_types_supported", ()):
+            raise DemoFailed(f"discovery: {url} does not offer the token exchange")
+
+    def apple_code(self) -> dict[str, str]:
+        """An unspent Apple code and the raw nonce it is bound to, for a hand-made exchange."""
+        self.discover()
+        raw_nonce = secrets.token_urlsafe(32)
+        credential = self.device_sign_in(raw_nonce)
+        return {"APPLE_CODE": credential["authorizationCode"], "NONCE": raw_nonce}
+
+    def tokens(self) -> dict[str, str]:
+        """A live sign-in's tokens (exchanged, not refreshed or revoked)."""
+        self.discover()
+        raw_nonce = secrets.token_urlsafe(32)
+        tokens = self.exchange(self.device_sign_in(raw_nonce), raw_nonce)
+        return {"ACCESS_TOKEN": tokens["access_token"], "ID_TOKEN": tokens["id_token"],
+                "REFRESH_TOKEN": tokens["refresh_token"]}
+
     def run(self) -> None:
-        config = self.expect(self.http.get(self.base_url + "/.well-known/openid-configuration"),
-                             200, "discovery")
-        if TOKEN_EXCHANGE not in config["grant_types_supported"]:
-            raise DemoFailed("the server does not offer the token exchange")
+        self.discover()
         raw_nonce = secrets.token_urlsafe(32)
         credential = self.device_sign_in(raw_nonce)
         tokens = self.exchange(credential, raw_nonce)
@@ -139,11 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-id", required=True, help="from `flask clients create`")
     parser.add_argument("--bundle-id", required=True, help="the client's bundle id")
     parser.add_argument("--quiet", action="store_true")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--export", action="store_true",
+                      help="sign in and exchange only, then print `export ACCESS_TOKEN=... "
+                           "ID_TOKEN=... REFRESH_TOKEN=...` for eval in a shell")
+    only.add_argument("--apple-code", action="store_true",
+                      help="sign in on the device only, then print `export APPLE_CODE=... "
+                           "NONCE=...`: an unspent code for your own POST /oauth/token")
     args = parser.parse_args(argv)
     demo = Demo(args.base_url, args.apple_url or args.base_url.rstrip("/") + "/__apple",
-                args.client_id, args.bundle_id, quiet=args.quiet)
+                args.client_id, args.bundle_id, quiet=args.quiet or args.export or args.apple_code)
     try:
-        demo.run()
+        if args.export or args.apple_code:
+            found = demo.tokens() if args.export else demo.apple_code()
+            print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in found.items()))
+        else:
+            demo.run()
     except (DemoFailed, requests.RequestException) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,61 @@ def test_native_demo_script(live_server, demo_client):
     assert "done: sign-in, API call, refresh and revocation behaved as documented" in result.stdout
 
 
+def test_native_demo_without_apple_url_says_what_is_wrong(live_server, demo_client):
+    """The app runs with a standalone emulator, so <base-url>/__apple is siwa-web's 404 page."""
+    result = run(DEMO, "--base-url", live_server.url, "--client-id", demo_client,
+                 "--bundle-id", BUNDLE)
+    assert result.returncode == 1
+    assert (f"POST {live_server.url}/__apple/__emulator/native/authorize answered 404 "
+            "(text/html)") in result.stderr
+    assert "--apple-url http://127.0.0.1:5001" in result.stderr
+    assert "Expecting value" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_native_demo_says_when_nothing_answers(live_server, demo_client):
+    result = run(DEMO, "--base-url", live_server.url, "--apple-url", "http://127.0.0.1:9",
+                 "--client-id", demo_client, "--bundle-id", BUNDLE)
+    assert result.returncode == 1
+    assert "nothing answers at http://127.0.0.1:9" in result.stderr
+    assert "--apple-url" in result.stderr
+
+
+def _exported(stdout: str) -> dict[str, str]:
+    """What `eval "$(... --export)"` would set, read back by the shell itself."""
+    shell = subprocess.run(["bash", "-c", stdout + '\nenv -0'], capture_output=True, text=True,
+                           timeout=30, check=True)
+    return dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
+
+
+def test_native_demo_exports_usable_tokens(live_server, demo_client):
+    result = run(DEMO, "--base-url", live_server.url, "--apple-url", live_server.emulator_url,
+                 "--client-id", demo_client, "--bundle-id", BUNDLE, "--export")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("export ACCESS_TOKEN=")
+    env = _exported(result.stdout)
+    me = requests.get(live_server.url + "/api/me", timeout=10,
+                      headers={"Authorization": "Bearer " + env["ACCESS_TOKEN"]})
+    assert me.status_code == 200, me.text
+    refreshed = requests.post(live_server.url + "/oauth/token", timeout=10, data={
+        "grant_type": "refresh_token", "refresh_token": env["REFRESH_TOKEN"],
+        "client_id": demo_client})
+    assert refreshed.status_code == 200, refreshed.text
+    assert env["ID_TOKEN"].count(".") == 2
+
+
+def test_native_demo_hands_out_an_unspent_apple_code(live_server, demo_client):
+    result = run(DEMO, "--base-url", live_server.url, "--apple-url", live_server.emulator_url,
+                 "--client-id", demo_client, "--bundle-id", BUNDLE, "--apple-code")
+    assert result.returncode == 0, result.stderr
+    env = _exported(result.stdout)
+    response = requests.post(live_server.url + "/oauth/token", timeout=10, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": env["APPLE_CODE"],
+        "subject_token_type": "http://auth0.com/oauth/token-type/apple-authz-code",
+        "client_id": demo_client, "nonce": env["NONCE"]})
+    assert response.status_code == 200, response.text
+
+
 def test_docs_example_accepts_an_access_token(live_server, demo_client):
     tokens = native_tokens(live_server, demo_client)
     result = run(EXAMPLE, "--issuer", live_server.url, "--audience", live_server.url + "/api",
