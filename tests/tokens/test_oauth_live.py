@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,86 @@ def test_docs_example_refuses(live_server, demo_client, case):
     result = run(EXAMPLE, "--issuer", live_server.url, "--audience", audience, *args, "--", token)
     assert result.returncode in (1, 2)
     assert ("insufficient_scope" if case == "missing_scope" else "invalid_token") in result.stderr
+
+
+# --- the example when siwa-web's keys cannot be fetched ------------------------------------------
+
+
+def _example_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validate_token", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_example_answers_503_when_the_jwks_is_unreachable(live_server, demo_client):
+    tokens = native_tokens(live_server, demo_client)
+    result = run(EXAMPLE, "--issuer", live_server.url, "--audience", live_server.url + "/api",
+                 "--jwks-url", "http://127.0.0.1:9/.well-known/jwks.json",
+                 tokens["access_token"])
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("503 temporarily_unavailable: ")
+    assert "Retry-After: 30" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_docs_example_falls_back_to_the_stale_key_set(live_server, demo_client):
+    """Cached keys outlive an outage; a kid they do not know is a 503, not a 401 or a 500."""
+    import requests_mock
+
+    example = _example_module()
+    tokens = native_tokens(live_server, demo_client)
+    jwks_url = live_server.url + "/.well-known/jwks.json"
+    published = requests.get(jwks_url, timeout=10).json()
+    validator = example.AccessTokenValidator(live_server.url, live_server.url + "/api",
+                                             max_age=0, refetch_cooldown=0)
+    bearer = "Bearer " + tokens["access_token"]
+    with requests_mock.Mocker() as apple_side:
+        apple_side.get(jwks_url, [{"json": published}, {"status_code": 503},
+                                  {"exc": requests.ConnectionError}, {"status_code": 503}])
+        fresh = example.bearer_answer(validator, bearer)
+        assert fresh.status == 200 and fresh.claims["client_id"] == demo_client
+        stale = example.bearer_answer(validator, bearer)  # the refetch fails: stale keys serve
+        assert stale.status == 200 and apple_side.call_count == 2
+        head, body, sig = tokens["access_token"].split(".")
+        import base64
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        header["kid"] = "rotated-meanwhile"
+        other = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+        unknown = example.bearer_answer(validator, f"Bearer {other}.{body}.{sig}")
+        assert unknown.status == 503
+        assert unknown.headers == {"Retry-After": "30"}
+        assert unknown.body["error"] == "temporarily_unavailable"
+    too_old = example.AccessTokenValidator(live_server.url, live_server.url + "/api",
+                                           max_age=0, refetch_cooldown=0, stale_max=0)
+    with requests_mock.Mocker() as apple_side:
+        apple_side.get(jwks_url, [{"json": published}, {"status_code": 500}])
+        assert example.bearer_answer(too_old, bearer).status == 200
+        time.sleep(0.01)
+        assert example.bearer_answer(too_old, bearer).status == 503
+
+
+@pytest.mark.parametrize(("header", "status", "challenge"), [
+    (None, 401, 'Bearer realm="api"'),
+    ("Basic dXNlcjpwdw==", 401, 'Bearer realm="api"'),
+    ("Bearer not-a-jwt", 401, 'Bearer realm="api", error="invalid_token"'),
+])
+def test_docs_example_bearer_answers(live_server, header, status, challenge):
+    example = _example_module()
+    validator = example.AccessTokenValidator(live_server.url, live_server.url + "/api")
+    answer = example.bearer_answer(validator, header)
+    assert (answer.status, answer.headers["WWW-Authenticate"]) == (status, challenge)
+    assert answer.claims is None and answer.body["error"]
+
+
+def test_docs_example_insufficient_scope_is_403(live_server, demo_client):
+    example = _example_module()
+    tokens = native_tokens(live_server, demo_client)
+    validator = example.AccessTokenValidator(live_server.url, live_server.url + "/api")
+    answer = example.bearer_answer(validator, "Bearer " + tokens["access_token"],
+                                   scope="read:things")
+    assert answer.status == 403
+    assert 'error="insufficient_scope", scope="read:things"' in answer.headers["WWW-Authenticate"]
