@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import secrets
 import shlex
 import sys
 
 import requests
 
+DEFAULT_BASE_URL = "http://localhost:5000"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 APPLE_CODE = "http://auth0.com/oauth/token-type/apple-authz-code"
 
@@ -194,7 +196,9 @@ def _shorten(tokens: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Play a native iOS app against siwa-web.")
-    parser.add_argument("--base-url", default="http://localhost:5000", help="siwa-web's ISSUER")
+    parser.add_argument("--base-url", default=os.environ.get("SIWA_ISSUER") or DEFAULT_BASE_URL,
+                        help="siwa-web's ISSUER (default: $SIWA_ISSUER, else "
+                             f"{DEFAULT_BASE_URL}, where make run serves)")
     parser.add_argument("--apple-url", help="the emulator (default: <base-url>/__apple)")
     parser.add_argument("--client-id", required=True, help="from `flask clients create`")
     parser.add_argument("--bundle-id", required=True, help="the client's bundle id")

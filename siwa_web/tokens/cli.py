@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import click
 from flask import Flask
@@ -61,10 +62,14 @@ def _echo_json(data) -> None:
               help="An API scope the app may request (repeatable), e.g. read:things. The "
                    "OpenID scopes (openid profile email offline_access) are always allowed "
                    "and refused here.")
+@click.option("--export", "as_exports", is_flag=True,
+              help="Print `export CLIENT_ID=...` (and CLIENT_SECRET) for eval in a shell, "
+                   "instead of JSON.")
 def create_client(
     kind: str, name: str, bundle_id: str | None, redirect_uris: tuple[str, ...],
     logout_uris: tuple[str, ...], backchannel_logout_uri: str | None, public: bool,
     first_party: bool, audiences: tuple[str, ...], api_scopes: tuple[str, ...],
+    as_exports: bool,
 ) -> None:
     """Register an app and print it as JSON.
 
@@ -108,6 +113,10 @@ def create_client(
     except client_registry.ClientError as exc:
         raise click.UsageError(str(exc)) from exc
     db.session.commit()
+    if as_exports:
+        found = {"CLIENT_ID": client.id, **({"CLIENT_SECRET": secret} if secret else {})}
+        click.echo("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in found.items()))
+        return
     body = client_registry.as_dict(client)
     if secret is not None:
         body["client_secret"] = secret

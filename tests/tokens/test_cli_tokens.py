@@ -151,3 +151,17 @@ def test_audiences_are_absolute_uris(runner, audience):
                     "--audience", audience)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["audiences"] == [audience]
+
+
+def test_create_can_print_shell_exports(app, runner):
+    result = invoke(runner, "clients", "create", "--name", "Demo iOS", "--bundle-id",
+                    "com.example.demo", "--export")
+    assert result.exit_code == 0, result.output
+    prefix, _, client_id = result.output.strip().partition("=")
+    assert prefix == "export CLIENT_ID" and client_id.startswith("cli_")
+    with app.app_context():
+        assert db.session.get(Client, client_id).bundle_id == "com.example.demo"
+    web = invoke(runner, "clients", "create", "--type", "web", "--name", "Web", "--redirect-uri",
+                 "https://app.example.com/cb", "--export")
+    assert web.exit_code == 0, web.output
+    assert web.output.startswith("export CLIENT_ID=cli_") and " CLIENT_SECRET=" in web.output
