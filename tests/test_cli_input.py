@@ -90,6 +90,9 @@ BAD_INPUT = {
                                "0 is not in the range 1<=x<=65535", {}),
     "emulator run: --port text": (["emulator", "run", "--port", "http"], 2,
                                   "'http' is not a valid integer", {}),
+    "emulator run: --host unresolvable": (["emulator", "run", "--host", "no host!"], 2,
+                                          "invalid value for --host: 'no host!' is not an "
+                                          "address", {}),
     "emulator run: production": (["emulator", "run"], 2, "for development only",
                                  {"ENV": "production"}),
 }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 import click
 from flask import Flask
@@ -30,6 +31,11 @@ def run(host: str, port: int) -> None:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config.get("ENV") == "production":
         raise click.UsageError("the Apple emulator is for development only (ENV is production)")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise click.BadParameter(f"{host!r} is not an address or host name this machine can "
+                                 "resolve (e.g. 127.0.0.1)", param_hint="--host") from None
     base_url = f"http://{host}:{port}"
     settings = dataclasses.replace(settings_from_app(app), base_url=base_url)
     click.echo(f"Apple emulator (development only) on {base_url}")
