@@ -26,16 +26,14 @@ from ..models import TokenFamily
 from ..models import WebSession
 from ..models.base import now_utc
 
-RETENTION_SETTINGS = ("PRUNE_AFTER_DAYS", "AUDIT_RETENTION_DAYS")
-
 
 class RetentionError(ValueError):
     """A retention setting would delete what must be kept; the message names it."""
 
 
 def _days(key: str) -> int:
-    """A retention setting as a whole number of days, at least 1 (0 or less would delete live
-    history, a typo such as "30d" would fail half-way)."""
+    """A retention setting as a whole number of days, at least 1: 0 or less would delete rows
+    still in use, and a typo such as "30d" would end in a traceback instead of its name."""
     raw = current_app.config.get(key)
     try:
         if isinstance(raw, bool):
