@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 
 import siwa_web.settings
 from support.config import SERVICES_ID
+from support.config import TEAM_ID
 from support.config import count_rows
 
 EXISTING_BUNDLE = "com.example.existing"
@@ -75,6 +76,14 @@ BAD_INPUT = {
                                    "'all' is not a valid integer", {}),
     "apple retry-revocations: --limit -5": (["apple", "retry-revocations", "--limit", "-5"], 2,
                                             "-5 is not in the range x>=1", {}),
+    "apple transfer export: malformed team": (
+        ["apple", "transfer", "export", "--target-team", "TEAM"], 2,
+        "invalid value for --target-team: a team id is 10 characters", {}),
+    "apple transfer export: the current team": (
+        ["apple", "transfer", "export", "--target-team", TEAM_ID], 2,
+        "that is the configured (current) team", {}),
+    "apple doctor: stray argument": (["apple", "doctor", "now"], 2,
+                                     "unexpected extra argument", {}),
     # flask prune
     "prune: PRUNE_AFTER_DAYS 0": (["prune"], 2, "prune_after_days (siwa_prune_after_days) must "
                                   "be at least 1 day", {"PRUNE_AFTER_DAYS": 0}),
@@ -129,12 +138,19 @@ SETTINGS = {name for name in vars(siwa_web.settings) if name.isupper()}
 GROUPS = ("clients", "keys", "users", "outbox", "apple", "emulator")
 
 
+def _leaves(command: click.Command, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every runnable command under `words` (a group's commands, at any depth)."""
+    if not isinstance(command, click.Group):
+        return [words]
+    return [leaf for name, sub in command.commands.items() for leaf in _leaves(sub, (*words, name))]
+
+
 def _commands(app) -> list[tuple[str, ...]]:
     found = [("prune",)]
     for group in GROUPS:
         command = app.cli.commands[group]
         assert isinstance(command, click.Group), group
-        found += [(group, name) for name in command.commands]
+        found += _leaves(command, (group,))
     return found
 
 

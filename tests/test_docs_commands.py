@@ -37,7 +37,7 @@ DOCS = [ROOT / "README.md",
         *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in PENDING)]
 SHELLS = {"console", "sh", "bash", "shell"}
 NOT_RUN = re.compile(r"^<!-- not-run: (\S.*\S) -->$")
-FENCE = re.compile(r"^```(\S*)\s*$")
+FENCE = re.compile(r"^( *)```(\S*)\s*$")  # also indented, inside a list item
 VENV_BIN = Path(sys.executable).parent
 DOCS_URL = "http://localhost:5000"
 
@@ -69,9 +69,10 @@ def blocks(path: Path) -> list[Block]:
         if not m:
             i += 1
             continue
-        lang, start = m.group(1), i
-        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        body = lines[start + 1:end]
+        indent, lang, start = len(m.group(1)), m.group(2), i
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].lstrip().startswith("```"))
+        body = [line[indent:] if line[:indent].isspace() else line
+                for line in lines[start + 1:end]]
         i = end + 1
         if lang not in SHELLS:
             continue
@@ -83,7 +84,8 @@ def blocks(path: Path) -> list[Block]:
             after += 1
         answer = None
         if after < len(lines) and lines[after].strip() == "```json":
-            close = next(j for j in range(after + 1, len(lines)) if lines[j].startswith("```"))
+            close = next(j for j in range(after + 1, len(lines))
+                         if lines[j].lstrip().startswith("```"))
             answer = "\n".join(lines[after + 1:close])
         found.append(Block(path.name, start + 1, lang, _commands(lang, body, start + 2),
                            marker.group(1) if marker else None, answer))

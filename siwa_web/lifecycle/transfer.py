@@ -269,7 +269,10 @@ def import_command(dry_run: bool, client_id: str | None, as_json: bool) -> None:
 @transfer_cli.command("status")
 @json_option
 def status_command(as_json: bool) -> None:
-    """Count identities by transfer state: not exported, exported per team, moved."""
+    """Count identities by transfer state: not exported, exported per team, moved.
+
+    Reads only the database (SQLALCHEMY_DATABASE_URI); never calls Apple.
+    """
     rows = db.session.execute(
         select(AppleIdentity.transfer_team, AppleIdentity.transferred_at.is_not(None),
                func.count())
