@@ -56,7 +56,10 @@ def _print(checks: list[Check]) -> None:
 def doctor_command(as_json: bool) -> None:
     """Check the Apple settings, Apple's reachability, our credentials and the clock.
 
-    Exits 1 if any check found a problem.
+    Exits 1 if any check found a problem. Reads ISSUER, APPLE_BASE_URL, APPLE_TEAM_ID,
+    APPLE_KEY_ID, APPLE_PRIVATE_KEY (or APPLE_PRIVATE_KEY_PATH), APPLE_SERVICES_ID,
+    APPLE_REDIRECT_URI, HTTPS_PROXY / NO_PROXY, and the native clients' bundle ids
+    (SQLALCHEMY_DATABASE_URI).
     """
     apple = apple_client()
     checks = apple_checks.run(current_app.config, apple.settings, apple.session,
