@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
@@ -73,6 +74,8 @@ class AppleIdentity(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     email_verified: Mapped[bool] = mapped_column(default=False)
     is_private_email: Mapped[bool] = mapped_column(default=False)
+    # Hide-My-Email forwarding as Apple last told us (email-enabled/-disabled); None: never told.
+    email_forwarding: Mapped[bool | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     # Team transfer (docs/apple-lifecycle.md): Apple's link from this `sub` to the user's `sub`
@@ -95,6 +98,8 @@ class AppleToken(Base):
     __tablename__ = "apple_tokens"
     __table_args__ = (
         UniqueConstraint("identity_id", "client_id", name="uq_apple_tokens_identity_client"),
+        # `flask apple validate-tokens` takes the due tokens whose check is oldest first.
+        Index("ix_apple_tokens_next_check_at", "next_check_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -107,6 +112,13 @@ class AppleToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     invalidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The daily check at Apple (lifecycle/validation.py): when Apple last answered it, what it
+    # said ("valid", or "revoked" for invalid_grant), and when the token is next due. A run
+    # claims a token by pushing `next_check_at` past its lease, so `next_check_at` is both the
+    # queue order (oldest check first) and the lock.
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    check_state: Mapped[str | None] = mapped_column(String(20))
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     identity: Mapped[AppleIdentity] = relationship(back_populates="apple_tokens")
 
