@@ -94,6 +94,10 @@ NUMBERS: dict[str, tuple[type, float]] = {
     "DB_POOL_SIZE": (int, 1), "DB_MAX_OVERFLOW": (int, 0), "DB_PING_IDLE_SECONDS": (float, 0),
     "APPLE_CONNECT_TIMEOUT": (float, 0.001), "APPLE_READ_TIMEOUT": (float, 0.001),
     "APPLE_HTTP_IDLE_SECONDS": (float, 0), "LIVENESS_CACHE_SECONDS": (float, 0),
+    "APPLE_TOKEN_CHECK_INTERVAL": (int, 24 * 3600), "APPLE_TOKEN_CHECK_BATCH": (int, 1),
+    "APPLE_TOKEN_CHECK_CONCURRENCY": (int, 1), "APPLE_TOKEN_CHECK_RATE": (float, 0.01),
+    "APPLE_TOKEN_CHECK_JITTER": (float, 0), "APPLE_TOKEN_CHECK_LEASE": (int, 60),
+    "ACCOUNT_DELETION_MAX_AUTH_AGE": (int, 0),
 }
 
 

@@ -54,6 +54,17 @@ APPLE_REVOCATION_BACKOFF_BASE = 60  # seconds before the first retry; doubles ea
 APPLE_REVOCATION_BACKOFF_MAX = 6 * 3600  # never wait longer than this between attempts
 APPLE_REVOCATION_ALERT_ATTEMPTS = 8  # `flask apple retry-revocations` exits 1 from here on
 APPLE_REVOCATION_LEASE = 300  # a claimed row is not picked again for this long
+
+# --- Daily check of stored Apple refresh tokens (`flask apple validate-tokens`) ---------------
+APPLE_TOKEN_CHECK_INTERVAL = 24 * 3600  # check each token at most this often (Apple: once a day)
+APPLE_TOKEN_CHECK_BATCH = 50  # tokens claimed (and reported) at a time
+APPLE_TOKEN_CHECK_CONCURRENCY = 4  # Apple calls in flight at once
+APPLE_TOKEN_CHECK_RATE = 5.0  # Apple calls started per second at most, across those threads
+APPLE_TOKEN_CHECK_JITTER = 0.5  # random extra pause before each call, as a share of 1/RATE
+APPLE_TOKEN_CHECK_LEASE = 600  # a claimed token is not picked by another run for this long
+
+# --- Deleting an account from an app (`DELETE /api/account`) ---------------------------------
+ACCOUNT_DELETION_MAX_AUTH_AGE = 300  # the access token's auth_time may be at most this old
 SESSION_COOKIE_NAME = None  # default: __Host-siwa when ISSUER is https, else siwa_session
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True

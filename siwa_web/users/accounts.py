@@ -4,6 +4,8 @@ This module is the token service's `UserDirectory` (siwa_web.oauth.collaborators
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import current_app
 from sqlalchemy import bindparam
 from sqlalchemy import select
@@ -35,7 +37,8 @@ _TOUCH_IDENTITY = (
 )
 _RESEAL_TOKEN = (
     update(_TOKENS).where(_TOKENS.c.id == bindparam("row_id"))
-    .values(refresh_token_encrypted=bindparam("sealed"), last_used_at=_NOW, invalidated_at=None)
+    .values(refresh_token_encrypted=bindparam("sealed"), last_used_at=_NOW, invalidated_at=None,
+            check_state=None, next_check_at=bindparam("next_check", type_=UTCDateTime()))
 )
 
 
@@ -167,6 +170,8 @@ def _refresh_attributes(
                  "is_private_email": claims.is_private_email}
         _assign(identity, flags)
         if not user.email or user.email == identity.email or len(user.identities) <= 1:
+            if user.email != claims.email:  # a new address: nothing is known against it yet
+                _assign(user, {"email_deliverable": True})
             _assign(user, flags)
     if name is not None and not (user.first_name or user.last_name):
         user.first_name, user.last_name = name.first, name.last
@@ -180,23 +185,42 @@ def _assign(row: User | AppleIdentity, values: dict[str, object]) -> None:
 
 
 def store_apple_token(identity: AppleIdentity, client_id: str, refresh_token: str) -> AppleToken:
-    """Keep Apple's refresh token encrypted, per Apple client id, for later revocation."""
+    """Keep Apple's refresh token encrypted, per Apple client id, for later revocation.
+
+    Apple has just issued it, so its daily check (`flask apple validate-tokens`) is due one
+    check interval from now.
+    """
     sealed, now = cipher().encrypt(refresh_token), now_utc()
+    next_check = now + timedelta(seconds=int(current_app.config["APPLE_TOKEN_CHECK_INTERVAL"]))
     row = next((t for t in identity.apple_tokens if t.client_id == client_id), None)
     if row is None:
         try:
             with db.session.begin_nested():  # a concurrent sign-in may insert it first
                 row = AppleToken(identity=identity, client_id=client_id,
-                                 refresh_token_encrypted=sealed, last_used_at=now)
+                                 refresh_token_encrypted=sealed, last_used_at=now,
+                                 next_check_at=next_check)
                 db.session.add(row)
             return row
         except IntegrityError:
             db.session.expire(identity, ["apple_tokens"])
             row = next(t for t in identity.apple_tokens if t.client_id == client_id)
     db.session.connection().execute(
-        _RESEAL_TOKEN, {"row_id": row.id, "sealed": sealed, "now": now}
+        _RESEAL_TOKEN, {"row_id": row.id, "sealed": sealed, "now": now, "next_check": next_check}
     )
     for key, value in (("refresh_token_encrypted", sealed), ("last_used_at", now),
-                       ("invalidated_at", None)):
+                       ("invalidated_at", None), ("check_state", None),
+                       ("next_check_at", next_check)):
         set_committed_value(row, key, value)
     return row
+
+
+def deliverable_email(user: User) -> str | None:
+    """The address siwa-web may send mail to, or None: the one check every sender must make.
+
+    None when the account has no email, or when it is a Hide-My-Email relay address whose
+    forwarding the person turned off (Apple's `email-disabled`): mail to it would never arrive,
+    and Apple reports undelivered relay mail to the team's admins.
+    """
+    if not user.email or not user.email_deliverable:
+        return None
+    return user.email
