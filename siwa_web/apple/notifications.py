@@ -36,10 +36,14 @@ class AppleEvent:
 
 
 def verify_notification(
-    token: str, keys: AppleKeySet, *, audiences: Iterable[str], issuers: Iterable[str],
+    token: str, keys: AppleKeySet, *, audiences: Iterable[str] | None, issuers: Iterable[str],
     leeway: int, clock: Callable[[], float] = time.time,
 ) -> AppleEvent:
     """Return the event of a genuine, current notification addressed to one of our client ids.
+
+    With `audiences=None` any one client id is accepted (a single string, never a list): the
+    caller then maps `aud` to its app itself, so that a genuine notification for an app it does
+    not know can be acknowledged rather than refused and retried by Apple forever.
 
     :raises InvalidIdentityToken: any check failed (`reason` is short and safe to log).
     :raises AppleUnavailable: Apple's keys could not be obtained.
@@ -51,8 +55,9 @@ def verify_notification(
     if not isinstance(payload["iss"], str) or payload["iss"] not in tuple(issuers):
         raise InvalidIdentityToken("invalid iss")
     aud = payload["aud"]
-    if not isinstance(aud, str) or aud not in set(audiences):
+    if not isinstance(aud, str) or (audiences is not None and aud not in set(audiences)):
         raise InvalidIdentityToken("invalid aud")
+    aud = _short_string(aud, "aud")
     _check_times(payload, clock(), leeway)
     jti = _short_string(payload["jti"], "jti")
     events = _events(payload["events"])

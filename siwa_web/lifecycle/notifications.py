@@ -1,8 +1,11 @@
 """Apple's server-to-server notifications: consent revoked, Apple account deleted, relay on/off.
 
 Apple retries anything but a 200, so every well-formed, genuine notification is answered 200 —
-including unknown types and unknown users (no existence oracle). Forged or malformed ones get
-400 and change nothing. A notification never signs anyone in (ASVS 7.6.2).
+including unknown types, unknown users (no existence oracle) and apps we do not serve (an
+`aud` that is neither our Services ID nor a registered bundle id: logged, never applied). Each
+is recorded by `jti` with the app it was for and what was done, so a repeat does nothing.
+Forged or malformed ones get 400 and change nothing. A notification never signs anyone in
+(ASVS 7.6.2).
 """
 from __future__ import annotations
 
@@ -27,13 +30,10 @@ from ..infra.extensions import db
 from ..models import AppleIdentity
 from ..models import Client
 from ..models import NotificationEvent
-from ..models import TokenFamily
-from ..models import WebSession
 from ..models.base import now_utc
-from ..oauth.refresh import revoke_family
 from ..users import accounts
+from ..users import apple_access
 from ..users import audit
-from ..users.sign_out import end_sessions
 from ..users.sign_out import end_web_sessions
 
 bp = Blueprint("apple_events", __name__, url_prefix="/apple")
@@ -66,71 +66,82 @@ def receive() -> ResponseReturnValue:
 
 
 def _verify(payload: str) -> AppleEvent:
+    """Check signature, issuer and times; any one `aud` passes here and is mapped in `_apply`."""
     client = apple_client()
-    audiences = {current_app.config["APPLE_SERVICES_ID"]}
-    audiences.update(db.session.execute(select(Client.bundle_id)).scalars())
-    return verify_notification(payload, client.keys, audiences=audiences,
+    return verify_notification(payload, client.keys, audiences=None,
                                issuers=client.settings.issuers, leeway=client.settings.leeway)
 
 
+def _app_for(aud: str) -> tuple[bool, str | None]:
+    """(known, our client id) for Apple's `aud`: the website's Services ID maps to no client of
+    ours, a native app's bundle id to its client; anything else is an app we do not serve."""
+    if aud == current_app.config["APPLE_SERVICES_ID"]:
+        return True, None
+    client_id = db.session.scalar(select(Client.id).where(Client.bundle_id == aud))
+    return client_id is not None, client_id
+
+
+def _outcome(event: AppleEvent, known_app: bool,
+             identity: AppleIdentity | None) -> str:
+    if not known_app:
+        return "unknown_aud"
+    if event.type not in HANDLERS:
+        return "unknown_type"
+    return "unknown_sub" if identity is None else "applied"
+
+
 def _apply(event: AppleEvent) -> None:
-    """Record the jti and act in one transaction; a duplicate jti turns into a no-op."""
-    identity = accounts.find_identity(event.sub)
-    handler = HANDLERS.get(event.type)
-    if identity is None or handler is None:
-        log.info("apple notification ignored", extra={"event": event.type,
-                                                       "reason": "unknown type or sub"})
-        return
+    """Record the jti with its app and outcome, and act, in one transaction; a duplicate jti
+    turns into a no-op. Events for an app we do not know are recorded, never applied."""
+    known_app, client_id = _app_for(event.aud)
+    identity = accounts.find_identity(event.sub) if known_app else None
+    outcome = _outcome(event, known_app, identity)
     try:
         with db.session.begin_nested():
-            db.session.add(NotificationEvent(jti=event.jti, type=event.type, sub=event.sub))
+            db.session.add(NotificationEvent(jti=event.jti, type=event.type[:40], sub=event.sub,
+                                             aud=event.aud, client_id=client_id,
+                                             outcome=outcome))
             db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        return  # already processed
-    handler(identity, event)
+        return  # already received
+    if outcome != "applied":
+        level = logging.WARNING if outcome == "unknown_aud" else logging.INFO
+        log.log(level, "apple notification not applied (%s) for aud %s", outcome, event.aud,
+                extra={"event": event.type, "reason": outcome})
+    else:
+        HANDLERS[event.type](identity, event, client_id or event.aud)
     db.session.commit()
 
 
-def _end_apple_access(identity: AppleIdentity, reason: str) -> None:
-    """Apple invalidated this Apple ID's tokens: end what it opened and drop the dead tokens."""
-    end_sessions(WebSession.identity_id == identity.id, reason=reason)
-    families = db.session.execute(
-        select(TokenFamily).where(TokenFamily.identity_id == identity.id)
-    ).scalars()
-    for family in families:
-        revoke_family(db.session, family, reason)
-    for token in list(identity.apple_tokens):
-        db.session.delete(token)
+def _consent_revoked(identity: AppleIdentity, event: AppleEvent, client_id: str) -> None:
+    apple_access.consent_withdrawn(identity, via="notification", client_id=client_id)
 
 
-def _consent_revoked(identity: AppleIdentity, event: AppleEvent) -> None:
-    _end_apple_access(identity, "apple consent revoked")
-    audit.record("apple_consent_revoked", user_id=identity.user_id,
-                 details={"identity": identity.id})
-
-
-def _account_deleted(identity: AppleIdentity, event: AppleEvent) -> None:
+def _account_deleted(identity: AppleIdentity, event: AppleEvent, client_id: str) -> None:
     """Unlink the deleted Apple ID; an account left with no way to sign in is disabled."""
     user = identity.user
-    _end_apple_access(identity, "apple account deleted")
+    apple_access.end_apple_access(identity, "apple account deleted")
     db.session.delete(identity)
     db.session.flush()
     db.session.refresh(user, ["identities"])
     if not user.identities:
         user.disabled_at = now_utc()
         end_web_sessions(user.id, "apple account deleted")
-    audit.record("apple_account_deleted", user_id=user.id,
+    audit.record("apple_account_deleted", user_id=user.id, client_id=client_id,
                  details={"disabled": user.disabled_at is not None})
 
 
-def _email_forwarding(identity: AppleIdentity, event: AppleEvent) -> None:
-    """Only the deliverability flag changes; sessions are untouched (NTF-12)."""
+def _email_forwarding(identity: AppleIdentity, event: AppleEvent, client_id: str) -> None:
+    """Only the relay's forwarding flag changes; sessions are untouched (NTF-12)."""
     user = identity.user
-    deliverable = event.type == "email-enabled"
-    if user.email and user.email == (event.email or identity.email):
-        user.email_deliverable = deliverable
-    audit.record(f"apple_{event.type.replace('-', '_')}", user_id=user.id)
+    forwarding = event.type == "email-enabled"
+    address = event.email or identity.email
+    if identity.email is None or identity.email == address:
+        identity.email_forwarding = forwarding
+    if user.email and user.email == address:
+        user.email_deliverable = forwarding
+    audit.record(f"apple_{event.type.replace('-', '_')}", user_id=user.id, client_id=client_id)
 
 
 HANDLERS = {

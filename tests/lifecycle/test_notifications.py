@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from siwa_web.models import User
 from siwa_web.models import WebSession
 from support.apple import REMOVE
 from support.config import count_rows
+from support.notifications import notification as support_notification
 from support.web import sign_in
 
 URL = "/apple/notifications"
@@ -23,16 +23,7 @@ SUB = "000111.feedfacefeedfacefeedfacefeedface.0111"
 
 
 def notification(fake_apple, type_="consent-revoked", sub=SUB, *, events=None, **claims):
-    """An Apple-shaped notification JWS: `events` is a JSON string, event_time in ms."""
-    now = int(time.time())
-    if events is None:
-        events = json.dumps({"type": type_, "sub": sub, "event_time": now * 1000,
-                             "email": fake_apple.relay_email(sub), "is_private_email": "true"})
-    body = {"aud": fake_apple.SERVICES_ID, "iat": now, "exp": now + 86400,
-            "jti": uuid.uuid4().hex, "events": events, "sub": REMOVE, "email": REMOVE,
-            "email_verified": REMOVE, "is_private_email": REMOVE, "auth_time": REMOVE}
-    body.update(claims)
-    return fake_apple.mint_id_token(**body)
+    return support_notification(fake_apple, type_, sub, events=events, **claims)
 
 
 @pytest.fixture
@@ -52,12 +43,17 @@ def live_sessions(app):
             select(WebSession).where(WebSession.revoked_at.is_(None))).scalars().all()
 
 
-def test_consent_revoked_ends_sessions_and_drops_apple_tokens(member, app, fake_apple):
+def test_consent_revoked_ends_sessions_and_marks_apple_tokens_dead(member, app, fake_apple):
     assert post(member, notification(fake_apple)).status_code == 200
     assert live_sessions(app) == []
     with app.app_context():
-        assert db.session.execute(select(AppleToken)).scalars().all() == []
+        [token] = db.session.execute(select(AppleToken)).scalars().all()
+        assert token.refresh_token_encrypted is None  # no copy of a dead token is kept
+        assert token.check_state == "revoked" and token.invalidated_at is not None
         assert len(db.session.execute(select(AppleIdentity)).scalars().all()) == 1
+        [event] = db.session.execute(select(NotificationEvent)).scalars().all()
+        assert (event.aud, event.client_id, event.outcome) == (
+            fake_apple.SERVICES_ID, None, "applied")
     resp = member.get("/dashboard")
     assert resp.status_code == 302 and "/auth/login" in resp.headers["Location"]
 
@@ -90,12 +86,33 @@ def test_duplicate_delivery_acts_once(member, app, fake_apple):
         assert len(db.session.execute(select(NotificationEvent)).scalars().all()) == 1
 
 
-@pytest.mark.parametrize("type_, sub", [("foo-bar", SUB), ("consent-revoked", "999.unknown.9")])
-def test_unknown_type_or_sub_is_accepted_and_changes_nothing(member, app, fake_apple, type_, sub):
+@pytest.mark.parametrize("type_, sub, aud, outcome", [
+    ("foo-bar", SUB, None, "unknown_type"),
+    ("x" * 200, SUB, None, "unknown_type"),
+    ("consent-revoked", "999.unknown.9", None, "unknown_sub"),
+    ("consent-revoked", SUB, "com.other.team.app", "unknown_aud"),
+    ("account-deleted", SUB, "com.other.team.app", "unknown_aud"),
+    ("email-disabled", SUB, "com.other.team.app", "unknown_aud"),
+])
+def test_unknown_type_sub_or_app_is_acknowledged_and_only_recorded(
+        member, app, fake_apple, type_, sub, aud, outcome):
     before = count_rows(app)
-    assert post(member, notification(fake_apple, type_, sub)).status_code == 200
-    assert count_rows(app) == before
+    claims = {"aud": aud} if aud else {}
+    token = notification(fake_apple, type_, sub, **claims)
+    assert post(member, token).status_code == 200
+    assert post(member, token).status_code == 200  # Apple's repeat: still one row
+    after = count_rows(app)
+    assert after.pop("notification_events") == before.pop("notification_events") + 1
+    after.pop("audit_events"), before.pop("audit_events")
+    assert after == before
     assert len(live_sessions(app)) == 1
+    with app.app_context():
+        [event] = db.session.execute(select(NotificationEvent)).scalars().all()
+        assert (event.outcome, event.aud, event.client_id) == (
+            outcome, aud or fake_apple.SERVICES_ID, None)
+        user = db.session.execute(select(User)).scalar_one()
+        assert user.email_deliverable is True and user.disabled_at is None
+        assert db.session.execute(select(AppleToken)).scalar_one().check_state is None
 
 
 def hostile_tokens(fake_apple):
@@ -105,8 +122,8 @@ def hostile_tokens(fake_apple):
         "hs256 with apple public key": fake_apple.mint_hs256_token(**_claims(fake_apple)),
         "issuer with slash": notification(fake_apple, iss="https://appleid.apple.com/"),
         "issuer lookalike": notification(fake_apple, iss="https://appleid.apple.com.evil.example"),
-        "other audience": notification(fake_apple, aud="com.other.team.app"),
         "array audience": notification(fake_apple, aud=[fake_apple.SERVICES_ID]),
+        "empty audience": notification(fake_apple, aud=""),
         "expired": notification(fake_apple, exp=int(time.time()) - 3600),
         "issued in the future": notification(fake_apple, iat=int(time.time()) + 3600),
         "no jti": notification(fake_apple, jti=REMOVE),
@@ -125,7 +142,7 @@ def _claims(fake_apple):
 
 
 HOSTILE = ["foreign signature", "alg none", "hs256 with apple public key", "issuer with slash",
-           "issuer lookalike", "other audience", "array audience", "expired",
+           "issuer lookalike", "array audience", "empty audience", "expired",
            "issued in the future", "no jti", "no events", "events not json",
            "events without sub", "events without type", "jwe"]
 
@@ -161,6 +178,11 @@ def test_native_bundle_id_is_an_accepted_audience(member, app, fake_apple, runne
         db.session.commit()
     token = notification(fake_apple, "email-disabled", aud=fake_apple.BUNDLE_ID)
     assert post(member, token).status_code == 200
+    with app.app_context():
+        [event] = db.session.execute(select(NotificationEvent)).scalars().all()
+        assert (event.aud, event.client_id, event.outcome) == (
+            fake_apple.BUNDLE_ID, "cli_test", "applied")
+        assert db.session.execute(select(User)).scalar_one().email_deliverable is False
 
 
 def test_a_notification_never_signs_anyone_in(app, fake_apple, client):
