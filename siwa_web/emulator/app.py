@@ -38,6 +38,7 @@ def create_emulator_app(settings: EmulatorSettings) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions[STATE_KEY] = EmulatorState(settings)
     from . import admin_flows  # noqa: F401  (adds its routes to the admin blueprint)
+    from . import consent  # noqa: F401  (the same: out-of-band consent withdrawal)
     from . import views_migration  # noqa: F401  (team transfer: oauth and admin routes)
     from .admin import bp as admin_bp
     from .views_authorize import bp as authorize_bp

@@ -43,4 +43,7 @@ def run(host: str, port: int) -> None:
 
 
 def init_app(app: Flask) -> None:
+    from .consent import withdraw_consent_command
+
+    group.add_command(withdraw_consent_command)
     app.cli.add_command(group)
