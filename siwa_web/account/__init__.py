@@ -5,9 +5,11 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """The dashboard's routes and the template filters its cards use."""
+    """The dashboard's routes, the template filters its cards use, and `DELETE /api/account`."""
+    from . import api
     from . import cards
     from . import views
 
     views.init_app(app)
+    api.init_app(app)
     cards.init_app(app)

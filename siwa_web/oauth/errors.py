@@ -242,6 +242,31 @@ class InsufficientScopeError(BearerError):
         self.scope = scope
 
 
+class InsufficientUserAuthenticationError(BearerError):
+    """The token is valid but the sign-in behind it is too old for this action (RFC 9470 §3).
+
+    The challenge carries `max_age`: the app signs the person in again (a new `auth_time`)
+    and retries with the new access token.
+    https://datatracker.ietf.org/doc/html/rfc9470#section-3
+    """
+
+    error = "insufficient_user_authentication"
+    description = "A more recent sign-in is required. Sign in again and retry."
+    status_code = 401
+
+    def __init__(self, max_age: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_age = max(0, int(max_age))
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers = super().get_headers()
+        return [(name, f'{value}, max_age="{self.max_age}"' if name == "WWW-Authenticate"
+                 else value) for name, value in headers]
+
+    def get_body(self) -> dict[str, str]:
+        return {**super().get_body(), "max_age": str(self.max_age)}
+
+
 # --- authorization endpoint: sent to the app's redirect URI, never as JSON ----------------------
 
 
