@@ -29,6 +29,7 @@ from ..models import WebSession
 from ..models.base import now_utc
 from ..oauth.clients import NATIVE
 from ..oauth.clients import WEB
+from ..users.apple_access import REVOKED
 from ..web import sessions
 from .devices import Device
 from .devices import describe
@@ -63,6 +64,10 @@ EVENT_TITLES = {
                                     "signed out to be safe",
     "token_revoked": "An app signed out",
     "apple_consent_revoked": "Sign in with Apple was stopped in Apple ID settings",
+    "apple_account_deleted": "Apple said this Apple ID was deleted",
+    "apple_email_disabled": "Apple relay forwarding was turned off",
+    "apple_email_enabled": "Apple relay forwarding was turned on",
+    "account_deleted_in_app": "Deleted the account from an app",
     "apple_notification": "Apple sent an account notice",
     "apple_identity_transferred": "Your Apple ID moved with the app to its new Apple team",
     # what siwa-web's support did (`flask users ...`, siwa_web/ops/users_cli.py)
@@ -101,6 +106,8 @@ class IdentityCard:
     created_at: datetime
     last_used_at: datetime
     clients: list[ClientUse]
+    email_forwarding: bool | None = None  # Hide-My-Email forwarding as Apple last told us
+    consent_revoked_at: datetime | None = None  # Apple stopped honouring our tokens then
 
     @property
     def holds_apple_token(self) -> bool:
@@ -275,6 +282,10 @@ def _identity_cards(user_id: str, identities: list[AppleIdentity]) -> list[Ident
             is_private_email=identity.is_private_email, created_at=identity.created_at,
             last_used_at=identity.last_used_at,
             clients=sorted(uses.values(), key=lambda c: (not c.is_web, c.label.lower())),
+            email_forwarding=identity.email_forwarding,
+            consent_revoked_at=max((t.invalidated_at for t in identity.apple_tokens
+                                    if t.check_state == REVOKED and t.invalidated_at),
+                                   default=None),
         ))
     return cards
 
