@@ -74,6 +74,7 @@ def _finish(app: Flask) -> None:
             raise ConfigError("SQLALCHEMY_DATABASE_URI", "missing; e.g. postgresql+psycopg://...")
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
     _check_numbers(cfg)
+    _choose_log_format(app)
     _check_rate_limits(cfg)
     _size_pool(cfg)
     _gate_sqlite(cfg)
@@ -116,6 +117,16 @@ def _check_numbers(cfg: dict) -> None:
         cfg[key] = value
     if not isinstance(cfg.get("SQLITE_WRITER_GATE"), bool):
         raise ConfigError("SQLITE_WRITER_GATE", "must be true or false")
+
+
+def _choose_log_format(app: Flask) -> None:
+    """JSON lines for log shippers; readable text while developing, unless told otherwise."""
+    fmt = app.config.get("LOG_FORMAT")
+    if fmt is None:
+        fmt = "json" if is_production(app) and not app.debug else "text"
+    if fmt not in ("json", "text"):
+        raise ConfigError("LOG_FORMAT", f'must be "json" or "text", got {fmt!r}')
+    app.config["LOG_FORMAT"] = fmt
 
 
 RATE_LIMITS = (

@@ -21,6 +21,9 @@ ISSUER = "http://localhost:5000"  # our public base URL; `iss` of our tokens
 TRUST_PROXY_HOPS = 0  # number of reverse proxies whose X-Forwarded-* headers we trust
 MAX_CONTENT_LENGTH = 64 * 1024
 LOG_LEVEL = "INFO"
+# "json" (one JSON object a line) or "text" (short readable lines); None: text in development
+# (ENV "development" or FLASK_DEBUG), json otherwise. See docs/operations.md ("Logging").
+LOG_FORMAT = None
 
 # --- Apple ------------------------------------------------------------------------------------
 APPLE_BASE_URL = "https://appleid.apple.com"

@@ -94,7 +94,8 @@ class AppleClient:
             resp = self.session.post(url, data=form, timeout=self.settings.timeout,
                                      allow_redirects=False, headers={"Accept": "application/json"})
         except requests.RequestException as exc:
-            log.warning("Apple %s call failed: %s", what, type(exc).__name__)
+            log.warning("Apple %s call failed: %s", what, type(exc).__name__,
+                        extra={"event": "apple_unavailable"})
             raise AppleUnavailable(f"Apple {what} call failed: {type(exc).__name__}") from exc
         return _answer(what, resp)
 
@@ -123,12 +124,14 @@ def _answer(what: str, resp: requests.Response) -> dict[str, Any]:
         description = body.get("error_description") if body is not None else None
         description = _clean(description) if isinstance(description, str) else None
         log.warning("Apple %s call rejected: status=%s error=%s error_description=%s",
-                    what, resp.status_code, error, description)
+                    what, resp.status_code, error, description,
+                    extra={"event": "apple_rejected"})
         if error == "invalid_client":
             raise AppleMisconfigured(error, description)
         raise AppleRejected(error, description)
     log.warning("Apple %s call answered status=%s with %s", what, resp.status_code,
-                "JSON" if body is not None else "a non-JSON body")
+                "JSON" if body is not None else "a non-JSON body",
+                extra={"event": "apple_answer_unusable"})
     raise AppleUnavailable(f"Apple {what} call answered {resp.status_code}")
 
 
@@ -136,7 +139,8 @@ def _tokens(body: dict[str, Any]) -> AppleTokens:
     """A token answer must carry a JWS-shaped id_token; anything else is garbage (503)."""
     id_token = body.get("id_token")
     if not isinstance(id_token, str) or not _JWS.fullmatch(id_token):
-        log.warning("Apple token call answered 200 without a usable id_token")
+        log.warning("Apple token call answered 200 without a usable id_token",
+                    extra={"event": "apple_answer_unusable"})
         raise AppleUnavailable("Apple answered without a usable id_token")
     expires_in = body.get("expires_in")
     return AppleTokens(

@@ -88,7 +88,8 @@ class AppleKeySet:
             keys = parse_jwks(self._fetch())
         except Exception as exc:  # fetch is injected: any failure means "keep what we have"
             self._last_failed = True
-            log.warning("Apple JWKS fetch failed: %s", type(exc).__name__)
+            log.warning("Apple JWKS fetch failed: %s", type(exc).__name__,
+                        extra={"event": "apple_keys_unavailable"})
             return
         self._keys, self._fetched_at, self._last_failed = keys, now, False
 

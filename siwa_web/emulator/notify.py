@@ -71,7 +71,8 @@ def fire(
             result["status"] = response.status_code
             result["delivered"] = response.status_code == 200
         except requests.RequestException as exc:
-            log.warning("emulator: notification to %s failed: %s", target, exc)
+            log.warning("emulator: notification to %s failed: %s", target, exc,
+                        extra={"event": "emulator"})
             result["error"] = f"{type(exc).__name__}: {exc}"
     with state.lock:
         state.notifications.append(result)

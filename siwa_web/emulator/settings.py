@@ -65,7 +65,8 @@ def settings_from_app(app: Flask) -> EmulatorSettings:
             with app.app_context():
                 rows = db.session.execute(db.select(Client.bundle_id)).scalars().all()
         except SQLAlchemyError as exc:  # e.g. database not migrated yet: web flows still work
-            log.warning("emulator: cannot read registered bundle ids: %s", exc)
+            log.warning("emulator: cannot read registered bundle ids: %s", exc,
+                        extra={"event": "emulator"})
             return extra
         return [*rows, *extra]
 

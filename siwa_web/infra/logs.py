@@ -1,12 +1,21 @@
-"""Logging that cannot leak secrets or be forged with control characters."""
+"""Logging that cannot leak secrets or be forged with control characters.
+
+Every line is one event: its name, its stable short code (`siwa_web/models/events.py`) and the
+id of the request it belongs to. In production the lines are JSON objects, one per line; in
+development (LOG_FORMAT "text") they are short readable lines instead.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import re
 import sys
+from typing import Any
 
 from flask import Flask
+
+from ..models.events import code_for
+from . import request_id
 
 SECRET_FIELDS = (
     "code",
@@ -25,10 +34,14 @@ SECRET_FIELDS = (
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
 _FIELD = re.compile(r"\b(" + "|".join(SECRET_FIELDS) + r")=([^&\s]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The request line of an access-log record of Werkzeug's server ("GET /healthz HTTP/1.1"),
 # possibly wrapped in the ANSI colour codes it adds for statuses other than 200.
-_REQUEST_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*[A-Z]+ ([^ ?]*)")
+_REQUEST_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*([A-Z]+) ([^ ?]*)")
 _ACCESS_FORMAT = '"%s" %s %s'  # what Werkzeug's `log_request` logs, the request line first
+# Fields a log call may pass in `extra`, in the order a line shows them.
+FIELDS = ("outcome", "reason", "client_id", "user_id", "status", "method", "path", "fp",
+          "details")
 
 
 def redact(text: str) -> str:
@@ -38,22 +51,97 @@ def redact(text: str) -> str:
     return _FIELD.sub(lambda m: f"{m.group(1)}=[REDACTED]", text)
 
 
+def _clean(value: Any) -> Any:
+    """Redact a field's value; dicts (an audit event's details) keep their shape."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return redact(str(value))
+
+
+def _access_line(record: logging.LogRecord) -> dict[str, Any] | None:
+    """The fields of a Werkzeug access line, without its colours or query string (secrets)."""
+    args = record.args
+    if not (record.name == "werkzeug" and isinstance(args, tuple) and len(args) == 3
+            and isinstance(args[0], str) and _ACCESS_FORMAT in str(record.msg)):
+        return None
+    match = _REQUEST_LINE.match(args[0])
+    method, path = (match.group(1), match.group(2)) if match else ("-", "-")
+    status = int(args[1]) if str(args[1]).isdigit() else str(args[1])
+    return {"method": method, "path": _ANSI.sub("", path), "status": status}
+
+
+def event_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """Return the event name, its code, the request id and the extra fields of `record`."""
+    access = _access_line(record)
+    if access is not None:
+        event, fields = "http_request", access
+        rid = request_id.last_in_thread()
+    else:
+        event = getattr(record, "event", None) or ("server" if record.name == "werkzeug"
+                                                     else "")
+        fields = {k: getattr(record, k) for k in FIELDS if hasattr(record, k)}
+        rid = request_id.current()
+    outcome = getattr(record, "outcome", "success")
+    data: dict[str, Any] = {"code": code_for(event, outcome), "event": event or None}
+    if rid is not None:
+        data["request_id"] = rid
+    data.update({k: _clean(v) for k, v in fields.items()})
+    return data
+
+
+def _message(record: logging.LogRecord, access: bool) -> str:
+    if access:
+        return _ANSI.sub("", record.getMessage())
+    return record.getMessage()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; json.dumps escapes CR/LF/ESC, so lines cannot be forged."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = event_fields(record)
+        access = fields["event"] == "http_request"
         data = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": redact(_message(record, access)),
+            **fields,
         }
-        for key in ("ref", "event", "reason", "client_id", "user_id", "fp"):
-            if hasattr(record, key):
-                data[key] = redact(str(getattr(record, key)))
         if record.exc_info:
             data["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(data, ensure_ascii=True)
+        return json.dumps(data, ensure_ascii=True, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """A short readable line for development: time, level, code, message, request id, fields.
+
+    Control characters are escaped as in the JSON lines, so a terminal cannot be driven by a
+    hostile path or header; Werkzeug's access lines keep their colours only when they are its
+    own (`_ansi_style`), never from request data (Werkzeug escapes those already).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = event_fields(record)
+        code = fields.pop("code")
+        event = fields.pop("event")
+        rid = fields.pop("request_id", None)
+        extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=True, default=str)}"
+                         for k, v in fields.items()
+                         if event != "http_request")
+        message = redact(record.getMessage())
+        if event != "http_request":
+            message = message.encode("unicode_escape").decode("ascii")
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {code:<4} {message}"
+        if rid:
+            line += f"  [{rid}]"
+        if extra:
+            line += f"  {extra}"
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
 
 
 class QuietPaths(logging.Filter):
@@ -72,7 +160,7 @@ class QuietPaths(logging.Filter):
                 and _ACCESS_FORMAT in str(record.msg)):
             return True
         match = _REQUEST_LINE.match(args[0])
-        return match is None or match.group(1) not in self.paths
+        return match is None or match.group(2) not in self.paths
 
 
 def quiet_access_log(*paths: str) -> None:
@@ -86,11 +174,13 @@ def quiet_access_log(*paths: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Send siwa_web and werkzeug logs through the redacting JSON formatter."""
+    """Send siwa_web and werkzeug logs, one event a line, to stderr (LOG_FORMAT json or text)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if app.config["LOG_FORMAT"] == "text"
+                         else JsonFormatter())
     for name in ("siwa_web", "werkzeug"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.setLevel(app.config["LOG_LEVEL"])
         logger.propagate = True
+    request_id.init_app(app)

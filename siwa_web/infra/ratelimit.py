@@ -51,7 +51,8 @@ def finish(app: Flask) -> None:
         found = declared(ext)
         reasons = found.needing_request_hook(app)
         if reasons:
-            log.info("rate limits are checked before every request, for %s", "; ".join(reasons))
+            log.info("rate limits are checked before every request, for %s", "; ".join(reasons),
+                     extra={"event": "ratelimit_hooks"})
             continue
         _drop_hooks(app, ext, keep_after_request=found.needing_after_hook())
 

@@ -125,7 +125,8 @@ class GatedConnection(sqlite3.Connection):
         if self._gate.acquire(timeout=self._wait):
             self.holds_gate = True
         else:
-            log.warning("SQLite writer gate busy for %.1f s; writing without it", self._wait)
+            log.warning("SQLite writer gate busy for %.1f s; writing without it", self._wait,
+                        extra={"event": "sqlite_gate_busy"})
 
     def leave_gate_if_idle(self) -> None:
         if self.holds_gate and not self.in_transaction:

@@ -101,7 +101,8 @@ def _deliver_now(app: Flask, ids: list[str]) -> None:
         try:
             BACKCHANNEL_LOGOUTS.send_due(ids)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly; cron retries
-            log.exception("back-channel logout delivery failed; the outbox keeps the rows")
+            log.exception("back-channel logout delivery failed; the outbox keeps the rows",
+                          extra={"event": "backchannel_delivery_crash"})
         finally:
             db.session.remove()
 

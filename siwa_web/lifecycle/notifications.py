@@ -59,7 +59,8 @@ def receive() -> ResponseReturnValue:
     except AppleUnavailable:
         return _error("Apple's keys are unavailable; retry later.", 503)
     except InvalidIdentityToken as exc:
-        log.warning("apple notification refused: %s", exc.reason, extra={"reason": exc.reason})
+        log.warning("apple notification refused: %s", exc.reason,
+                    extra={"event": "notification_refused", "reason": exc.reason})
         return _error("The notification could not be verified.")
     _apply(event)
     return "", 200
@@ -107,8 +108,9 @@ def _apply(event: AppleEvent) -> None:
         return  # already received
     if outcome != "applied":
         level = logging.WARNING if outcome == "unknown_aud" else logging.INFO
-        log.log(level, "apple notification not applied (%s) for aud %s", outcome, event.aud,
-                extra={"event": event.type, "reason": outcome})
+        log.log(level, "apple notification not applied (%s) for aud %s", outcome, event.aud[:100],
+                extra={"event": "notification_ignored", "reason": outcome,
+                       "type": event.type[:40]})
     else:
         HANDLERS[event.type](identity, event, client_id or event.aud)
     db.session.commit()

@@ -124,7 +124,8 @@ class Outbox:
             report.failed_ids.append(row.id)
             return exc.stop
         except Exception:  # noqa: BLE001 - a bug must neither strand the row nor break the caller
-            self.logger.exception("%s %s failed unexpectedly", self.label, row.id)
+            self.logger.exception("%s %s failed unexpectedly", self.label, row.id,
+                                  extra={"event": "outbox_crash"})
             row_id = row.id
             db.session.rollback()
             self._failed(db.session.get(self.model, row_id), "unexpected error")
@@ -148,9 +149,10 @@ class Outbox:
         level = logging.ERROR if row.attempts >= self.alert_after() else logging.WARNING
         self.logger.log(level, "%s %s failed (attempt %d, %s); next try at %s",
                 self.label, row.id, row.attempts, error, row.next_attempt_at.isoformat(),
-                extra={"event": f"{self.event}_failed", "client_id": row.client_id})
+                extra={"event": f"{self.event}_failed", "outcome": "failure",
+                       "client_id": row.client_id, "user_id": row.user_id})
         audit.record(f"{self.event}_failed", "failure", user_id=row.user_id,
-                     client_id=row.client_id, reason=error,
+                     client_id=row.client_id, reason=error, log_level=None,  # logged above
                      details={self.event.split("_")[-1]: row.id, "attempts": row.attempts,
                               "next_attempt_at": row.next_attempt_at.isoformat()})
         db.session.commit()

@@ -36,7 +36,8 @@ def _send_to_apple(row: AppleRevocation) -> dict | None:
     try:
         token = cipher().decrypt(row.token_encrypted)
     except ValueError:
-        log.error("Apple revocation %s cannot be decrypted: check TOKEN_ENCRYPTION_KEYS", row.id)
+        log.error("Apple revocation %s cannot be decrypted: check TOKEN_ENCRYPTION_KEYS", row.id,
+                  extra={"event": "apple_revocation_undecryptable"})
         raise SendFailed("token cannot be decrypted") from None
     try:
         apple_client().revoke(client_id=row.client_id, token=token,
@@ -45,7 +46,8 @@ def _send_to_apple(row: AppleRevocation) -> dict | None:
         raise SendFailed("Apple unavailable", stop=True) from None
     except AppleMisconfigured:
         log.error("Apple rejected our client credentials while revoking (invalid_client) for "
-                  "client id %s: check the team id, key id and private key", row.client_id)
+                  "client id %s: check the team id, key id and private key", row.client_id,
+                  extra={"event": "apple_invalid_client", "client_id": row.client_id})
         raise SendFailed("Apple said invalid_client") from None
     except AppleRejected as exc:
         raise SendFailed(f"Apple said {exc.error}") from None

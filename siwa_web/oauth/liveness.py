@@ -112,7 +112,8 @@ class FileSignal:
             finally:
                 os.close(fd)
         except OSError as exc:
-            log.error("could not signal a session change through %s: %s", self.path, exc.strerror)
+            log.error("could not signal a session change through %s: %s", self.path, exc.strerror,
+                      extra={"event": "liveness_signal_failed"})
 
     def _recheck(self) -> None:
         """Map the file if it is not mapped yet, or if the path now names another file."""
@@ -158,7 +159,8 @@ class FileSignal:
         if not self._failing:
             self._failing = True
             log.error("cannot watch %s for session changes (%s); Bearer checks read the "
-                      "database every time", self.path, getattr(exc, "strerror", None) or exc)
+                      "database every time", self.path, getattr(exc, "strerror", None) or exc,
+                      extra={"event": "liveness_watch_failed"})
         self._state = None
 
 
@@ -200,7 +202,8 @@ class PostgresSignal:
         try:
             self._notify()
         except Exception as exc:  # noqa: BLE001 - never fail the request that already committed
-            log.error("could not signal a session change (NOTIFY failed: %s)", type(exc).__name__)
+            log.error("could not signal a session change (NOTIFY failed: %s)", type(exc).__name__,
+                      extra={"event": "liveness_signal_failed"})
 
     def _start(self) -> None:
         with self._lock:
@@ -231,7 +234,7 @@ class PostgresSignal:
                 if _exiting.is_set():
                     return
                 log.warning("session-change listener disconnected (%s); retrying in %.1f s",
-                            type(exc).__name__, backoff)
+                            type(exc).__name__, backoff, extra={"event": "liveness_watch_failed"})
                 _exiting.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 

@@ -132,7 +132,7 @@ class AuthorizationServer:
                 return grant.create_token_response()
             except DB_UNAVAILABLE as exc:
                 log.error("database unavailable during %s: %s", grant.AUDIT_EVENT,
-                          type(exc).__name__)
+                          type(exc).__name__, extra={"event": "database_unavailable"})
                 self._rollback()
                 raise TemporarilyUnavailableError(reason="database_unavailable") from exc
         except OAuth2Error as error:
@@ -224,7 +224,8 @@ class AuthorizationServer:
             row = self.liveness.lookup(
                 access.family_id, lambda: _family_and_user(self.session, access))
         except tokens.TokenInvalid as exc:
-            log.debug("bearer token refused: %s", exc.reason, extra={"reason": exc.reason})
+            log.debug("bearer token refused: %s", exc.reason,
+                      extra={"event": "bearer_refused", "reason": exc.reason})
             raise InvalidTokenError(reason=exc.reason) from exc
         except DB_UNAVAILABLE as exc:  # the key list or the session could not be read
             raise TemporarilyUnavailableError(reason="database_unavailable") from exc
@@ -238,7 +239,8 @@ class AuthorizationServer:
             else None
         )
         if reason is not None:
-            log.debug("bearer token refused: %s", reason, extra={"reason": reason})
+            log.debug("bearer token refused: %s", reason,
+                      extra={"event": "bearer_refused", "reason": reason})
             if reason == "client_disabled":  # the holder can do nothing about it: say so
                 raise InvalidTokenError("The app this access token was issued to is disabled.",
                                         reason=reason)
@@ -250,10 +252,15 @@ class AuthorizationServer:
     def _record_failure(
         self, event: str, error: OAuth2Error, client_id: str | None, user_id: str | None
     ) -> None:
-        """Audit a refused request in its own transaction; never let auditing mask the error."""
-        log.info("%s refused: %s", event, error.reason,
-                 extra={"event": event, "reason": error.reason, "client_id": client_id})
+        """Audit a refused request in its own transaction; never let auditing mask the error.
+
+        The audit event makes the log line once committed; when the database is down there is
+        no row, and the line is logged here instead.
+        """
         if error.reason == "database_unavailable":  # the audit row could not be written either
+            log.info("%s refused: %s", event, error.reason, extra={
+                "event": event, "outcome": "failure", "reason": error.reason,
+                "client_id": client_id})
             return
         try:
             self.audit.record_failure(
@@ -262,7 +269,8 @@ class AuthorizationServer:
             )
         except SQLAlchemyError:
             self._rollback()
-            log.exception("could not record audit event %s", event)
+            log.exception("could not record audit event %s", event,
+                          extra={"event": "audit_write_failed"})
 
 
     def _rollback(self) -> None:
@@ -270,7 +278,8 @@ class AuthorizationServer:
         try:
             self.session.rollback()
         except SQLAlchemyError:
-            log.debug("rollback after a database failure failed too")
+            log.debug("rollback after a database failure failed too",
+                      extra={"event": "database_unavailable"})
 
 
 # Built once: constructing the statement cost more than running it on every API call.

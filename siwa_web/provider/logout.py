@@ -148,7 +148,8 @@ def _confirm_page(client: clients.ActiveClient | None, target: str | None,
 
 
 def _refused(exc: LogoutRequestError) -> ResponseReturnValue:
-    log.info("logout request refused: %s", exc.reason, extra={"reason": exc.reason})
+    log.info("logout request refused: %s", exc.reason,
+             extra={"event": "logout_refused", "reason": exc.reason})
     body, status = render_error(400, "This sign-out link is not valid", exc.message,
                                 "You are still signed in. Sign out from your account page.")
     return body, status, {"Cache-Control": "no-store"}

@@ -224,7 +224,8 @@ def _consent_page(client: clients.ActiveClient, req: AuthorizationRequest,
 def _error(redirect_uri: str, response_mode: str, exc: OAuth2Error, state: str | None,
            client_id: str) -> ResponseReturnValue:
     log.info("authorization request refused: %s", exc.reason,
-             extra={"reason": exc.reason, "client_id": client_id})
+             extra={"event": "authorization_refused", "reason": exc.reason,
+                    "client_id": client_id})
     return responses.error(redirect_uri, response_mode, exc, state=state,
                            issuer=server().settings.issuer)
 
@@ -232,7 +233,7 @@ def _error(redirect_uri: str, response_mode: str, exc: OAuth2Error, state: str |
 def _unsafe(exc: authorize.UnsafeRequest) -> ResponseReturnValue:
     ref = new_reference()
     log.warning("authorization request not answerable: %s", exc.reason,
-                extra={"ref": ref, "reason": exc.reason})
+                extra={"event": "authorization_unanswerable", "reason": exc.reason})
     body, status = render_error(400, exc.title, exc.message,
                                 "Go back to the app and start signing in again.", ref=ref)
     return body, status, {"Cache-Control": "no-store"}

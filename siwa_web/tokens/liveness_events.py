@@ -264,7 +264,8 @@ def _signal(liveness: LivenessCache) -> None:
     try:
         liveness.changed()
     except Exception:  # noqa: BLE001 - never fail the transaction that already committed
-        log.exception("could not signal a session change")
+        log.exception("could not signal a session change",
+                      extra={"event": "liveness_signal_failed"})
 
 
 def install(engine: Engine, liveness: LivenessCache) -> None:

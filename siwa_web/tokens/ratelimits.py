@@ -58,7 +58,8 @@ def hit(
     except Exception as exc:  # the store (Redis, say) failed
         if not swallow_errors:
             raise
-        log.warning("rate-limit store failed (%s); request let through", type(exc).__name__)
+        log.warning("rate-limit store failed (%s); request let through", type(exc).__name__,
+                    extra={"event": "ratelimit_store_failed"})
 
 
 def hit_setting(setting: str, scope: str, key: str) -> None:

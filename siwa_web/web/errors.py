@@ -1,14 +1,15 @@
-"""HTML error pages with a reference id that also appears in the log."""
+"""HTML error pages whose reference is the request id: in the log and the X-Request-ID header."""
 from __future__ import annotations
 
 import logging
-import secrets
 
 from flask import Flask
 from flask import jsonify
 from flask import render_template
 from flask import request
 from werkzeug.exceptions import HTTPException
+
+from ..infra import request_id
 
 log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/", "/apple/")
@@ -17,8 +18,8 @@ BROWSER_PREFIXES = ("/oauth/authorize", "/oauth/logout")
 
 
 def new_reference() -> str:
-    """Return a short id the user can quote and support can grep for."""
-    return secrets.token_hex(4).upper()
+    """Return the id the user can quote and support greps for: this request's id."""
+    return request_id.current() or request_id.new_id()
 
 
 def wants_json() -> bool:
@@ -45,7 +46,8 @@ def init_app(app: Flask) -> None:
             resp.headers["Cache-Control"] = "no-store"
             return resp
         ref = new_reference()
-        log.info("http error %s on %s", exc.code, request.path, extra={"ref": ref})
+        log.info("http error %s on %s", exc.code, request.path,
+                 extra={"event": "http_error", "status": exc.code, "path": request.path})
         return render_error(exc.code or 500, exc.name, exc.description or "", ref=ref)
 
     @app.errorhandler(Exception)
@@ -54,7 +56,8 @@ def init_app(app: Flask) -> None:
 
         db.session.rollback()
         ref = new_reference()
-        log.exception("unhandled error on %s", request.path, extra={"ref": ref})
+        log.exception("unhandled error on %s", request.path,
+                      extra={"event": "crash", "path": request.path})
         if wants_json():
             resp = jsonify(error="server_error", error_description=f"Internal error (ref {ref})")
             resp.status_code = 500

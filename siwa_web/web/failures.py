@@ -36,7 +36,8 @@ class Failure:
 
     `reason` and `alert_args` may be functions of the exception, for the parts that name it.
     `alert` is a %-style line logged at ERROR before the page, for failures an operator must
-    fix; `retry_after` (seconds) is sent as Retry-After.
+    fix, as the event `alert_event` (models/events.py); `retry_after` (seconds) is sent as
+    Retry-After.
     """
 
     catches: tuple[type[Exception], ...]
@@ -48,6 +49,7 @@ class Failure:
     retry_after: int | None = None
     alert: str | None = None
     alert_args: Callable[[Exception], tuple] = lambda exc: ()
+    alert_event: str | None = None
 
     def reason_for(self, exc: Exception) -> str:
         return self.reason(exc) if callable(self.reason) else self.reason
@@ -75,7 +77,8 @@ FAILURES: tuple[Failure, ...] = (
             reason="apple invalid_client", action="Please tell the site operator.",
             alert="Apple rejected our client credentials (invalid_client): check "
                   "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
-                  "SIWA_APPLE_SERVICES_ID"),
+                  "SIWA_APPLE_SERVICES_ID",
+            alert_event="apple_invalid_client"),
     Failure((AppleRejected,), 400, "Apple did not accept this sign-in",
             "The sign-in code was expired or already used. Nothing was changed.",
             reason=lambda exc: f"apple {exc.error}"),
@@ -93,7 +96,8 @@ FAILURES: tuple[Failure, ...] = (
             "Our database did not answer. Nothing was changed.",
             reason="database unavailable", action=WAIT_A_MINUTE, retry_after=30,
             alert="database unavailable during sign-in: %s",
-            alert_args=lambda exc: (type(exc.orig).__name__,)),
+            alert_args=lambda exc: (type(exc.orig).__name__,),
+            alert_event="database_unavailable"),
     Failure((AccountDisabled,), 403, "This account is disabled",
             "Signing in to it is not possible while it is disabled. Nothing was changed.",
             reason="account disabled",

@@ -161,16 +161,17 @@ def _failed(exc: Exception) -> ResponseReturnValue:
     if failure is None:
         raise exc
     if failure.alert:
-        log.error(failure.alert, *failure.alert_args(exc))
+        log.error(failure.alert, *failure.alert_args(exc), extra={"event": failure.alert_event})
     return _fail(failure.status, failure.title, failure.message, failure.reason_for(exc),
                  action=failure.action, headers=failure.headers())
 
 
 def _fail(status: int, title: str, message: str, reason: str,
           action: str = "Start again from the sign-in page.", headers: dict | None = None) -> tuple:
-    ref = new_reference()
-    log.warning("web sign-in failed: %s", reason, extra={"ref": ref, "reason": reason})
-    audit.record_failure("web_login", reason[:100], details={"ref": ref})
+    ref = new_reference()  # the request id, which every log line of this request carries
+    log.warning("web sign-in failed: %s", reason, extra={
+        "event": "web_login", "outcome": "failure", "ref": ref, "reason": reason})
+    audit.record_failure("web_login", reason[:100], details={"ref": ref}, log_level=None)
     body, status = render_error(status, title, message, action, ref=ref)
     return body, status, {"Cache-Control": "no-store", **(headers or {})}
 
@@ -188,6 +189,12 @@ def logout() -> ResponseReturnValue:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+
+    @app.get("/favicon.ico")
+    def favicon() -> ResponseReturnValue:
+        """Pages name static/favicon.svg; a browser asking the old path anyway gets a quiet
+        empty answer, not a 404 with an error line and reference on every page."""
+        return "", 204, {"Cache-Control": "public, max-age=86400"}
 
     @app.get("/")
     def index() -> ResponseReturnValue:

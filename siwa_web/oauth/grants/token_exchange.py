@@ -187,7 +187,7 @@ class TokenExchangeGrant(BaseGrant):
                 "Apple rejected our client credentials (invalid_client) for %s: check "
                 "APPLE_TEAM_ID, APPLE_KEY_ID, APPLE_PRIVATE_KEY and that the bundle id is an "
                 "App ID of the team with Sign in with Apple enabled",
-                bundle_id, extra={"event": self.AUDIT_EVENT, "client_id": self.client.id},
+                bundle_id, extra={"event": "apple_invalid_client", "client_id": self.client.id},
             )
             raise ServerError(reason="apple_invalid_client") from exc
         except AppleRejected as exc:
