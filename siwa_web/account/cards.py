@@ -11,10 +11,14 @@ from datetime import timedelta
 
 from flask import Flask
 from flask import current_app
+from sqlalchemy import Subquery
 from sqlalchemy import and_
 from sqlalchemy import case
 from sqlalchemy import func
+from sqlalchemy import literal
+from sqlalchemy import not_
 from sqlalchemy import select
+from sqlalchemy import union_all
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm import selectinload
 
@@ -34,6 +38,7 @@ from ..web import sessions
 from .devices import Device
 from .devices import describe
 
+RENEWAL = "refresh"  # the audit event of a token renewal, summed up in the activity
 RECENT_ACTIVITY = 6
 ACTIVITY_PER_PAGE = 25
 SCOPE_NAMES = {
@@ -158,6 +163,7 @@ class ActivityItem:
     client: str | None
     ip: str | None
     device: Device
+    renewals: int = 0  # a summary line: this many token renewals, `at` is the last one
 
 
 @dataclass(frozen=True)
@@ -414,39 +420,71 @@ def _family_scopes(user_id: str, client_id: str) -> set[str]:
 
 
 def activity_page(user_id: str, page: int) -> ActivityPage:
-    """One page of the user's audit events, newest first."""
-    total = db.session.scalar(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.user_id == user_id)
-    ) or 0
+    """One page of the user's activity, newest first (renewals summarised, see `_timeline`)."""
+    timeline = _timeline(user_id)
+    total = db.session.scalar(select(func.count()).select_from(timeline)) or 0
     pages = max(1, -(-total // ACTIVITY_PER_PAGE))
     page = min(max(page, 1), pages)
     items = _activity_rows(user_id, (page - 1) * ACTIVITY_PER_PAGE, ACTIVITY_PER_PAGE)
     return ActivityPage(items=items, page=page, pages=pages, total=total)
 
 
+def _timeline(user_id: str) -> Subquery:
+    """The user's activity as (id, at, renewals) lines: one per event, except token renewals.
+
+    An app renews its tokens every few minutes; one line each would bury the sign-ins and
+    revocations a person looks for. Successful renewals are summed up per app session (token
+    family) and UTC day instead, as the line of the day's last renewal. Refused renewals stay
+    lines of their own. Both halves read only this user's rows (the user_id index), which
+    `flask prune` bounds to AUDIT_RETENTION_DAYS.
+    """
+    mine = AuditEvent.user_id == user_id
+    renewal = and_(AuditEvent.event == RENEWAL, AuditEvent.outcome == "success")
+    single = select(AuditEvent.id.label("id"), AuditEvent.created_at.label("at"),
+                    literal(0).label("renewals")).where(mine, not_(renewal))
+    family = AuditEvent.details["family_id"].as_string()
+    summed = (
+        select(func.max(AuditEvent.id).label("id"), func.max(AuditEvent.created_at).label("at"),
+               func.count().label("renewals"))
+        .where(mine, renewal)
+        .group_by(AuditEvent.client_id, family, func.date(AuditEvent.created_at))
+    )
+    return union_all(single, summed).subquery("timeline")
+
+
 def _activity_rows(user_id: str, offset: int, limit: int) -> list[ActivityItem]:
-    rows = db.session.scalars(
-        select(AuditEvent)
-        .where(AuditEvent.user_id == user_id)
-        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    timeline = _timeline(user_id)
+    lines = db.session.execute(
+        select(timeline.c.id, timeline.c.renewals)
+        .order_by(timeline.c.at.desc(), timeline.c.id.desc())
         .offset(offset)
         .limit(limit)
     ).all()
-    names = _client_names([r.client_id for r in rows if r.client_id])
+    by_id = {row.id: row for row in db.session.scalars(
+        select(AuditEvent).where(AuditEvent.id.in_([line.id for line in lines])))}
+    rows = [(by_id[line.id], line.renewals) for line in lines if line.id in by_id]
+    names = _client_names([r.client_id for r, _ in rows if r.client_id])
     services_id = current_app.config["APPLE_SERVICES_ID"]
-    return [
-        ActivityItem(
+    items = []
+    for row, renewals in rows:
+        client = ("This website" if row.client_id == services_id
+                  else names.get(row.client_id or "", row.client_id))
+        items.append(ActivityItem(
             at=row.created_at,
-            title=_title(row),
+            title=_renewals_title(client, renewals) if renewals else _title(row),
             failed=row.outcome != "success",
             reason=row.reason if row.outcome != "success" else None,
-            client=("This website" if row.client_id == services_id
-                    else names.get(row.client_id or "", row.client_id)),
+            client=client,
             ip=row.ip,
             device=BY_SUPPORT if row.event.startswith("operator_") else describe(row.user_agent),
-        )
-        for row in rows
-    ]
+            renewals=renewals,
+        ))
+    return items
+
+
+def _renewals_title(client: str | None, renewals: int) -> str:
+    where = f" on {client}" if client else ""
+    return f"Kept signed in{where} — {renewals} renewal{'' if renewals == 1 else 's'}"
 
 
 def _title(row: AuditEvent) -> str:

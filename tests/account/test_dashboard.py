@@ -86,14 +86,14 @@ def test_activity_is_paginated_newest_first(app, fake_apple):
     with app.app_context():
         base = now_utc() - timedelta(days=1)
         for i in range(60):
-            db.session.add(AuditEvent(user_id=user_id, event="refresh", outcome="success",
-                                      created_at=base + timedelta(minutes=i),
-                                      details={"n": i}))
+            db.session.add(AuditEvent(user_id=user_id, event="session_revoked",
+                                      outcome="success", created_at=base + timedelta(minutes=i),
+                                      details={"session": str(i)}))
         db.session.add(AuditEvent(user_id="someone-else", event="web_login", outcome="success"))
         db.session.commit()
     first = me.page("/dashboard/activity")
     assert "Page 1 of 3" in first and "62 events" not in first and "61 events" in first
-    assert first.index("Signed in on the web") < first.index("An app renewed its sign-in")
+    assert first.index("Signed in on the web") < first.index("Signed out a web session")
     last = me.page("/dashboard/activity?page=3")
     assert "Page 3 of 3" in last and 'rel="next"' not in last and 'rel="prev"' in last
     assert "Page 1 of 3" in me.page("/dashboard/activity?page=-5")
