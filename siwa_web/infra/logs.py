@@ -130,7 +130,7 @@ class TextFormatter(logging.Formatter):
         rid = fields.pop("request_id", None)
         extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=True, default=str)}"
                          for k, v in fields.items()
-                         if event != "http_request")
+                         if v is not None and event != "http_request")
         message = redact(record.getMessage())
         if event != "http_request":
             message = message.encode("unicode_escape").decode("ascii")

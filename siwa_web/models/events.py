@@ -77,7 +77,7 @@ EVENTS: dict[str, Event] = {
     "apple_email_enabled": Event("nee", None, "Apple: mail forwarding to the relay address "
                                  "was turned on"),
     # --- Support (`flask users`) -------------------------------------------------------------
-    "operator_find": Event("of", "fof", "Support looked a user up", "details.by, "
+    "operator_find": Event("of", None, "Support looked a user up", "details.by, "
                            "details.operator"),
     "operator_show": Event("os", "fos", "Support opened a user's record", "details.operator"),
     "operator_sign_out": Event("oso", "foso", "Support signed a user out", "details.operator"),
