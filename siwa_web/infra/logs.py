@@ -91,10 +91,12 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     return data
 
 
-def _message(record: logging.LogRecord, access: bool) -> str:
-    if access:
-        return _ANSI.sub("", record.getMessage())
-    return record.getMessage()
+def _message(record: logging.LogRecord, fields: dict[str, Any]) -> str:
+    """The line's text: an access line shortened to "GET /path 404" (no query string, no
+    colours), anything else redacted and without the colour codes Werkzeug adds."""
+    if fields["event"] == "http_request":
+        return f"{fields['method']} {fields['path']} {fields['status']}"
+    return redact(_ANSI.sub("", record.getMessage()))
 
 
 class JsonFormatter(logging.Formatter):
@@ -102,12 +104,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = event_fields(record)
-        access = fields["event"] == "http_request"
         data = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(_message(record, access)),
+            "message": _message(record, fields),
             **fields,
         }
         if record.exc_info:
@@ -118,22 +119,19 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """A short readable line for development: time, level, code, message, request id, fields.
 
-    Control characters are escaped as in the JSON lines, so a terminal cannot be driven by a
-    hostile path or header; Werkzeug's access lines keep their colours only when they are its
-    own (`_ansi_style`), never from request data (Werkzeug escapes those already).
+    Control characters are escaped as in the JSON lines (a newline shows as \\n), so a hostile
+    path or header can neither start a forged line nor send escape sequences to a terminal.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         fields = event_fields(record)
+        message = _message(record, fields).encode("unicode_escape").decode("ascii")
         code = fields.pop("code")
         event = fields.pop("event")
         rid = fields.pop("request_id", None)
         extra = " ".join(f"{k}={json.dumps(v, ensure_ascii=True, default=str)}"
                          for k, v in fields.items()
                          if v is not None and event != "http_request")
-        message = redact(record.getMessage())
-        if event != "http_request":
-            message = message.encode("unicode_escape").decode("ascii")
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {code:<4} {message}"
         if rid:
             line += f"  [{rid}]"

@@ -23,6 +23,7 @@ from ..models import TokenFamily
 from ..models import User
 from ..models import WebSession
 from ..models.base import now_utc
+from ..models.events import code_for
 
 FIND_LIMIT = 50
 RECENT_EVENTS = 10
@@ -113,7 +114,8 @@ def details(user: User) -> dict[str, Any]:
         } for f in apps],
         "last_activity": _last_activity(user.id, identities, events),
         "recent_events": [{
-            "at": iso(e.created_at), "event": e.event, "outcome": e.outcome, "reason": e.reason,
+            "at": iso(e.created_at), "code": code_for(e.event, e.outcome), "event": e.event,
+            "outcome": e.outcome, "reason": e.reason,
             "client_id": e.client_id, "ip": e.ip,
         } for e in events],
     }

@@ -236,7 +236,7 @@ def _show_text(data: dict[str, Any]) -> str:
         f"scope {_printable(s['scope'])}, started {_when(s['created_at'])}, "
         f"last used {_when(s['last_used_at'])}, IP {_printable(s['ip'] or '-')}"))
     lines.append(f"Recent events (last {lookup.RECENT_EVENTS})")
-    lines += [f"  {_when(e['at'])}  {_printable(e['event'])}  {e['outcome']}"
+    lines += [f"  {_when(e['at'])}  {e['code']:<4} {_printable(e['event'])}  {e['outcome']}"
               + (f" ({_printable(e['reason'])})" if e["reason"] else "")
               for e in data["recent_events"]] or ["  none"]
     return "\n".join(lines)

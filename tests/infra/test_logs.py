@@ -1,6 +1,7 @@
 """The log: one event a line, with its code and the request id, and never a secret."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -75,6 +76,7 @@ def test_the_dev_servers_access_line_is_a_proper_event_without_colours():
     data = _json(_access_record("404"))
     assert (data["code"], data["event"]) == ("req", "http_request")
     assert (data["method"], data["path"], data["status"]) == ("GET", "/dashboard", 404)
+    assert data["message"] == "GET /dashboard 404"
     assert "\x1b" not in json.dumps(data) and "\\u001b" not in json.dumps(data)
     assert "abc123" not in json.dumps(data)
 
@@ -86,8 +88,11 @@ def test_werkzeugs_other_lines_have_a_code_too():
 def test_text_lines_are_short_and_readable():
     line = TextFormatter().format(_record("ready again", event="readiness_restored"))
     assert line.split()[1:4] == ["INFO", "rdy", "ready"]
-    access = TextFormatter().format(_access_record("200"))
-    assert " req " in access and "GET /dashboard" in access
+    access = TextFormatter().format(_access_record("404"))
+    assert access.split(None, 3)[1:] == ["INFO", "req", "GET /dashboard 404"]
+    server = TextFormatter().format(_record("\x1b[33mPress CTRL+C to quit\x1b[0m",
+                                            name="werkzeug"))
+    assert server.endswith(" srv  Press CTRL+C to quit")
 
 
 # --- LOG_FORMAT ----------------------------------------------------------------------------------
@@ -193,3 +198,26 @@ def test_favicon_is_answered_quietly(client, caplog, nothing_stored):
     page = client.get("/auth/login").get_data(as_text=True)
     assert 'rel="icon" href="/static/favicon.svg"' in page
     assert client.get("/static/favicon.svg").status_code == 200
+
+
+def test_a_renewal_over_http_logs_one_rt_line_with_the_answers_request_id(app, fake_apple):
+    from support.dashboard import app_sign_in
+    from support.dashboard import refresh
+
+    tokens = app_sign_in(app, fake_apple)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # formats as it is written, as the real one does
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("siwa_web")
+    logger.addHandler(handler)
+    try:
+        resp = refresh(app, tokens)
+    finally:
+        logger.removeHandler(handler)
+    assert resp.status_code == 200
+    lines = [json.loads(text) for text in out.getvalue().splitlines()]
+    [line] = [data for data in lines if data["event"] == "refresh"]
+    assert (line["code"], line["outcome"]) == ("rt", "success")
+    assert line["request_id"] == resp.headers["X-Request-ID"]
+    assert line["details"]["family_id"]
+    assert resp.get_json()["refresh_token"] not in json.dumps(line)

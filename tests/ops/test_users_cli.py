@@ -197,8 +197,8 @@ def test_show_lists_apple_ids_sessions_and_activity(app, fake_apple, maria):
     assert app_session["live"] and app_session["client_name"] == "Acme for iPhone"
     assert app_session["scope"] == "openid email offline_access"
     assert data["last_activity"]["at"] is not None
-    assert {"identity_linked", "native_exchange", "web_login"} <= {
-        e["event"] for e in data["recent_events"]}
+    assert {("il", "identity_linked"), ("sx", "native_exchange"), ("s", "web_login")} <= {
+        (e["code"], e["event"]) for e in data["recent_events"]}
     text = json.dumps(data)
     for secret in (tokens["access_token"], tokens["refresh_token"], "token_hash",
                    "refresh_token_encrypted", *(t for _, t in apple_tokens(app, SUB_A))):
@@ -213,6 +213,7 @@ def test_show_lists_apple_ids_sessions_and_activity(app, fake_apple, maria):
     assert "Web sessions (1 live, 0 expired)" in out
     assert "App sessions (1 live, 0 expired)" in out and "Acme for iPhone" in out
     assert "Recent events (last 10)" in out
+    assert "  sx   native_exchange  success" in out
     assert [e.event for e in operator_events(app)] == ["operator_show"] * 2
 
 
