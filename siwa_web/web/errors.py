@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from flask import Flask
 from flask import jsonify
@@ -36,6 +38,20 @@ def render_error(status: int, title: str, message: str, action: str | None = Non
     return body, status
 
 
+def _too_many(ref: str) -> tuple[str, int, dict[str, str]]:
+    """A browser's spent rate limit (Flask-Limiter's): say how long to wait, and Retry-After."""
+    from ..infra.extensions import limiter
+
+    current = limiter.current_limit
+    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+    minutes = max(1, round(retry_after / 60))
+    body, status = render_error(
+        429, "Too many sign-in requests",
+        "This network started more sign-ins than siwa-web accepts in a short time.",
+        f"Wait about {minutes} minute{'s' if minutes != 1 else ''}, then try again.", ref=ref)
+    return body, status, {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
@@ -48,6 +64,8 @@ def init_app(app: Flask) -> None:
         ref = new_reference()
         log.info("http error %s on %s", exc.code, request.path,
                  extra={"event": "http_error", "status": exc.code, "path": request.path})
+        if exc.code == 429:
+            return _too_many(ref)
         return render_error(exc.code or 500, exc.name, exc.description or "", ref=ref)
 
     @app.errorhandler(Exception)
