@@ -46,8 +46,8 @@ def _too_many(ref: str) -> tuple[str, int, dict[str, str]]:
     retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 60
     minutes = max(1, round(retry_after / 60))
     body, status = render_error(
-        429, "Too many sign-in requests",
-        "This network started more sign-ins than siwa-web accepts in a short time.",
+        429, "Too many requests",
+        "This network sent more requests of this kind than siwa-web accepts in a short time.",
         f"Wait about {minutes} minute{'s' if minutes != 1 else ''}, then try again.", ref=ref)
     return body, status, {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
 
