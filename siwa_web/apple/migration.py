@@ -96,7 +96,8 @@ class MigrationClient:
                 url, data=form, timeout=settings.timeout, allow_redirects=False,
                 headers={"Accept": "application/json", **headers})
         except requests.RequestException as exc:
-            log.warning("Apple %s call failed: %s", what, type(exc).__name__)
+            log.warning("Apple %s call failed: %s", what, type(exc).__name__,
+                        extra={"event": "apple_unavailable"})
             raise AppleUnavailable(f"Apple {what} call failed: {type(exc).__name__}") from exc
         return _answer(what, resp)
 
@@ -104,6 +105,7 @@ class MigrationClient:
 def _opaque(value: Any, name: str) -> str:
     """An identifier from Apple's answer; anything else is garbage, treated as an outage."""
     if not isinstance(value, str) or not _OPAQUE.fullmatch(value):
-        log.warning("Apple usermigrationinfo answered 200 without a usable %s", name)
+        log.warning("Apple usermigrationinfo answered 200 without a usable %s", name,
+                    extra={"event": "apple_answer_unusable"})
         raise AppleUnavailable(f"Apple answered without a usable {name}")
     return value

@@ -39,9 +39,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # possibly wrapped in the ANSI colour codes it adds for statuses other than 200.
 _REQUEST_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)*([A-Z]+) ([^ ?]*)")
 _ACCESS_FORMAT = '"%s" %s %s'  # what Werkzeug's `log_request` logs, the request line first
-# Fields a log call may pass in `extra`, in the order a line shows them.
+# The usual fields a log call passes in `extra`, in the order a line shows them; any other
+# `extra` field follows them.
 FIELDS = ("outcome", "reason", "client_id", "user_id", "status", "method", "path", "fp",
           "details")
+# What every LogRecord has, and what a line carries under other names: not `extra` fields.
+_NOT_EXTRA = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "event", "ref", "taskName"}
 
 
 def redact(text: str) -> str:
@@ -84,6 +88,8 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
         event = getattr(record, "event", None) or ("server" if record.name == "werkzeug"
                                                      else "")
         fields = {k: getattr(record, k) for k in FIELDS if hasattr(record, k)}
+        fields.update({k: v for k, v in vars(record).items()
+                       if k not in _NOT_EXTRA and k not in fields})
         rid = request_id.current()
     outcome = getattr(record, "outcome", "success")
     data: dict[str, Any] = {"code": code_for(event, outcome), "event": event or None}

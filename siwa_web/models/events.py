@@ -76,6 +76,9 @@ EVENTS: dict[str, Event] = {
                                   "was turned off"),
     "apple_email_enabled": Event("nee", None, "Apple: mail forwarding to the relay address "
                                  "was turned on"),
+    "apple_identity_transferred": Event("nt", None, "The Apple ID moved with the app to another "
+                                        "Apple developer team (`flask apple transfer`, or at "
+                                        "sign-in)", "reason (how), details"),
     # --- Support (`flask users`) -------------------------------------------------------------
     "operator_find": Event("of", None, "Support looked a user up", "details.by, "
                            "details.operator"),
@@ -134,6 +137,8 @@ EVENTS: dict[str, Event] = {
     "ratelimit_hooks": Event("rlh", None, "At start-up: which limits are checked before "
                              "every request", "", LOG),
     "sqlite_gate_busy": Event(None, "sqb", "SQLite's writer gate was busy too long", "", LOG),
+    "apple_transfer": Event("atr", None, "A `flask apple transfer` run finished",
+                            "done, skipped, refused, conflicts, total, stopped", LOG),
     "emulator": Event(None, "emu", "The built-in Apple emulator could not do something "
                       "(development only)", "", LOG),
     "backchannel_delivery_crash": Event(None, "bcx", "Sending back-channel logouts failed "

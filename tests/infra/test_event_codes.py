@@ -23,6 +23,7 @@ from siwa_web.models.events import code_for
 from siwa_web.oauth.grants.authorization_code import AuthorizationCodeGrant
 from siwa_web.oauth.grants.refresh_token import RefreshTokenGrant
 from siwa_web.oauth.grants.token_exchange import TokenExchangeGrant
+from siwa_web.users.transfer import AUDIT_EVENT as TRANSFER_EVENT
 from siwa_web.web.failures import FAILURES
 
 PACKAGE = ROOT / "siwa_web"
@@ -47,6 +48,7 @@ DYNAMIC = {
     ("web/views.py", "failure.alert_event"): {f.alert_event for f in FAILURES if f.alert},
     # `_record(event, ...)` and `_target(user_id, event)` pass on their callers' literals
     ("ops/users_cli.py", "event"): set(),
+    ("users/transfer.py", "AUDIT_EVENT"): {TRANSFER_EVENT},
     # the line an audit event makes once committed: any audit event
     ("users/audit.py", "values['event']"): {n for n, e in EVENTS.items() if e.shows == BOTH},
 }

@@ -58,6 +58,14 @@ def test_secrets_are_redacted_in_every_field(field):
     assert "[REDACTED JWT]" in line and "code=[REDACTED]" in line
 
 
+def test_other_extra_fields_are_kept_and_redacted():
+    data = _json(_record("apple transfer export finished", event="apple_transfer", done=3,
+                         stopped=False, note=f"id_token={JWT}"))
+    assert (data["code"], data["done"], data["stopped"]) == ("atr", 3, False)
+    assert JWT not in json.dumps(data) and "[REDACTED]" in data["note"]
+    assert "ref" not in data and "args" not in data and "exc_info" not in data
+
+
 def test_control_characters_cannot_forge_lines():
     record = _record("refused: %s", "x\r\nINFO forged \x1b[31mred", event="logout_refused",
                      reason="a\nb")
