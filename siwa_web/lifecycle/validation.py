@@ -139,11 +139,12 @@ def validate_due(*, limit: int, batch: int, pace: Pace,
         report.skipped += len(ids) - len(claimed)
         outcomes = _ask_apple(client, claimed, pace, pacer)
         for token, outcome in zip(claimed, outcomes, strict=True):
-            _record(token, outcome, report)
+            _write_outcome(token, outcome, report)
         report.batches += 1
         echo(_progress(report, len(claimed)))
         if claimed and all(o == UNAVAILABLE for o in outcomes):
-            log.warning("Apple unavailable for a whole batch; the rest waits for the next run")
+            log.warning("Apple unavailable for a whole batch; the rest waits for the next run",
+                        extra={"event": "apple_unavailable"})
             break
     return report
 
@@ -209,7 +210,8 @@ def _decrypt(token: Claimed) -> str | None:
     try:
         return cipher().decrypt(token.sealed)
     except ValueError:
-        log.error("Apple token %s cannot be decrypted: check TOKEN_ENCRYPTION_KEYS", token.id)
+        log.error("Apple token %s cannot be decrypted: check TOKEN_ENCRYPTION_KEYS", token.id,
+                  extra={"event": "apple_token_undecryptable"})
         return None
 
 
@@ -224,12 +226,13 @@ def _refresh(client: AppleClient, client_id: str, refresh_token: str) -> str:
     except AppleUnavailable:
         return UNAVAILABLE
     except Exception:  # noqa: BLE001 - a bug in one call must not strand the batch's leases
-        log.exception("Apple token check failed unexpectedly")
+        log.exception("Apple token check failed unexpectedly",
+                      extra={"event": "apple_token_check_crash"})
         return UNAVAILABLE
     return VALID
 
 
-def _record(token: Claimed, outcome: str, report: Report) -> None:
+def _write_outcome(token: Claimed, outcome: str, report: Report) -> None:
     """Write one outcome in its own transaction."""
     if outcome == VALID:
         report.valid += 1
@@ -242,7 +245,7 @@ def _record(token: Claimed, outcome: str, report: Report) -> None:
             report.misconfigured = True
             log.error("Apple refused our client credentials (invalid_client) while checking "
                       "stored tokens; no user was changed. Check %s.", SETTINGS_TO_CHECK,
-                      extra={"event": "apple_token_check_misconfigured",
+                      extra={"event": "apple_invalid_client",
                              "client_id": token.client_id})
         if outcome == UNAVAILABLE:
             report.unavailable += 1

@@ -59,6 +59,8 @@ EVENTS: dict[str, Event] = {
     "family_revoked": Event("ao", None, "Signed out one app session", "client_id"),
     "families_revoked_all": Event("aoa", None, "Signed out of every app", "details.count"),
     "account_deleted": Event("del", None, "Deleted the account", "details"),
+    "account_deleted_in_app": Event("dla", None, "Deleted the account from an app "
+                                    "(DELETE /api/account)", "client_id, details.family"),
     # --- Apple and web apps told about changes (outboxes, notifications) --------------------
     "backchannel_logout_sent": Event("bl", None, "A web app was told of a sign-out "
                                      "(back-channel logout)", "client_id, details.attempts"),
@@ -110,6 +112,12 @@ EVENTS: dict[str, Event] = {
                                     "fetched", "", LOG),
     "apple_revocation_undecryptable": Event(None, "ard", "A stored Apple token cannot be "
                                             "decrypted: check TOKEN_ENCRYPTION_KEYS", "", LOG),
+    "apple_token_undecryptable": Event(None, "atd", "A stored Apple token cannot be decrypted "
+                                       "for the daily check: check TOKEN_ENCRYPTION_KEYS", "",
+                                       LOG),
+    "apple_token_check_crash": Event(None, "atx", "Checking one stored Apple token failed "
+                                     "unexpectedly (a bug); it is checked on the next run",
+                                     "exc", LOG),
     "outbox_crash": Event(None, "obx", "An outbox row failed unexpectedly (a bug); it is "
                           "retried", "exc", LOG),
     "notification_refused": Event(None, "fn", "An Apple server notification failed "
