@@ -23,7 +23,6 @@ from .jwks import AppleKeySet
 from .settings import AppleSettings
 
 log = logging.getLogger("siwa_web.apple")
-_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_ERROR_TEXT = 200
 
@@ -136,9 +135,14 @@ def _answer(what: str, resp: requests.Response) -> dict[str, Any]:
 
 
 def _tokens(body: dict[str, Any]) -> AppleTokens:
-    """A token answer must carry a JWS-shaped id_token; anything else is garbage (503)."""
+    """A token answer must carry an id_token string; without one Apple answered garbage (503).
+
+    Its shape is not judged here: a malformed or forged token (alg none, an empty signature,
+    garbage segments) is the verifier's to refuse as an invalid token (400 invalid_grant), not
+    an outage to retry.
+    """
     id_token = body.get("id_token")
-    if not isinstance(id_token, str) or not _JWS.fullmatch(id_token):
+    if not isinstance(id_token, str) or not id_token:
         log.warning("Apple token call answered 200 without a usable id_token",
                     extra={"event": "apple_answer_unusable"})
         raise AppleUnavailable("Apple answered without a usable id_token")

@@ -541,10 +541,60 @@ def test_tx17_forged_signatures(app, client, fake_apple, native_client, code, fo
     }[forge]
     fake_apple.next_token_response(json={"access_token": "a", "id_token": mint()})
     data = exchange_params(native_client, code)
-    if forge == "none":  # an empty signature is not even JWS-shaped: Apple answered garbage
-        refused(app, client, fake_apple, data, 503, "temporarily_unavailable", apple_called=True)
-    else:
-        refused(app, client, fake_apple, data, 400, "invalid_grant", apple_called=True)
+    refused(app, client, fake_apple, data, 400, "invalid_grant", apple_called=True)
+
+
+_MALFORMED_ID_TOKENS = {
+    "alg_none_empty_signature": lambda apple: apple.mint_none_token(aud=BUNDLE_ID),
+    "alg_none_uppercase": lambda apple: apple.mint_id_token(alg="none", header={"alg": "None"},
+                                                            aud=BUNDLE_ID),
+    "hs256_public_pem": lambda apple: apple.mint_hs256_token(aud=BUNDLE_ID),
+    "hs256_public_jwk": lambda apple: apple.mint_hs256_token("jwk", aud=BUNDLE_ID),
+    "missing_kid": lambda apple: apple.mint_id_token(header={"kid": REMOVE}, aud=BUNDLE_ID),
+    "empty_kid": lambda apple: apple.mint_id_token(kid="", aud=BUNDLE_ID),
+    "garbage_one_segment": lambda apple: "garbage",
+    "garbage_two_segments": lambda apple: "abc.def",
+    "garbage_empty_segments": lambda apple: "..",
+    "garbage_not_base64url": lambda apple: "!!!.$$$.%%%",
+    "garbage_header_not_json": lambda apple: "bm90LWpzb24.e30.c2ln",
+    "garbage_four_segments": lambda apple: "a.b.c.d",
+    "garbage_signature": lambda apple: apple.mint_id_token(aud=BUNDLE_ID).rsplit(".", 1)[0]
+    + ".AAAA",
+}
+
+
+@pytest.mark.parametrize("make", list(_MALFORMED_ID_TOKENS.values()),
+                         ids=list(_MALFORMED_ID_TOKENS))
+def test_tx17_malformed_identity_token_is_invalid_grant(app, client, fake_apple, native_client,
+                                                         code, make):
+    """A malformed or forged identity token is Apple's bad answer about this code: 400, not 503."""
+    fake_apple.next_token_response(json={"access_token": "a", "id_token": make(fake_apple)})
+    data = exchange_params(native_client, code)
+    refused(app, client, fake_apple, data, 400, "invalid_grant", apple_called=True)
+
+
+def test_tx17_unknown_kid_after_refetch_is_invalid_grant(app, client, fake_apple, native_client):
+    """A kid Apple does not publish, even after one refetch of its keys, is a forgery (400)."""
+    assert exchange(client, fake_apple, native_client).status_code == 200  # keys now cached
+    calls = fake_apple.jwks_calls
+    code = fake_apple.authorize(client_id=BUNDLE_ID).code
+    forged = fake_apple.mint_id_token(kid="NOTAPPLES1", aud=BUNDLE_ID, code=code)
+    fake_apple.next_token_response(json={"access_token": "a", "id_token": forged})
+    before = rows_without_audit(app)
+    response = post_token(client, exchange_params(native_client, code))
+    assert_oauth_error(response, 400, "invalid_grant")
+    assert fake_apple.jwks_calls == calls + 1  # refetched once, then refused
+    assert rows_without_audit(app) == before
+
+
+@pytest.mark.parametrize("id_token", [None, "", 42], ids=["missing", "empty", "not_a_string"])
+def test_tx17_answer_without_identity_token_is_an_outage(app, client, fake_apple, native_client,
+                                                          code, id_token):
+    """No identity token at all is a garbled answer from Apple, not a verdict on the code: 503."""
+    answer = {"access_token": "a", **({} if id_token is None else {"id_token": id_token})}
+    fake_apple.next_token_response(json=answer)
+    data = exchange_params(native_client, code)
+    refused(app, client, fake_apple, data, 503, "temporarily_unavailable", apple_called=True)
 
 
 @pytest.mark.parametrize("sent, in_token", [
