@@ -350,7 +350,8 @@ def test_back_channel_token_for_another_audience(client, app, fake_apple):
     ({"status": 502, "text": "<html>bad gateway</html>"}, 503),
     ({"status": 200, "text": "<html>not json</html>"}, 503),
     ({"status": 200, "json": {"access_token": "a"}}, 503),
-    ({"status": 200, "json": {"id_token": "a.b"}}, 503),
+    ({"status": 200, "json": {"id_token": ""}}, 503),
+    ({"status": 200, "json": {"id_token": "a.b"}}, 400),  # a malformed token: not an outage
     ({"status": 400, "json": {"error": "invalid_grant",
                               "error_description": "The code has already been used."}}, 400),
     ({"status": 400, "json": {"error": "invalid_client"}}, 500),
