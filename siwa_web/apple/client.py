@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from ..infra import bounded_json
 from . import http
 from .claims import AppleClaims
 from .claims import AppleTokens
@@ -158,8 +159,8 @@ def _tokens(body: dict[str, Any]) -> AppleTokens:
 
 def _json(resp: requests.Response) -> dict[str, Any] | None:
     try:
-        body = resp.json()
-    except (ValueError, RecursionError):  # JSONDecodeError, bad encodings, absurd nesting
+        body = bounded_json.loads(resp.content)
+    except ValueError:  # not JSON, a bad encoding, or absurd nesting: a bad upstream answer
         return None
     return body if isinstance(body, dict) else None
 

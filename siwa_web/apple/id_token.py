@@ -5,7 +5,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import math
 import re
 import time
@@ -16,6 +15,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.jws import JWSRegistry
 
+from ..infra import bounded_json
 from .claims import AppleClaims
 from .errors import InvalidIdentityToken
 from .jwks import AppleKeySet
@@ -105,8 +105,8 @@ def _json_segment(segment: str, what: str) -> dict[str, Any]:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     """Parse a JSON object, refusing duplicate names (RFC 7515 §5.2 lets us)."""
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
+        value = bounded_json.loads(raw, object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
         raise InvalidIdentityToken(f"malformed {what}") from exc
     if not isinstance(value, dict):
         raise InvalidIdentityToken(f"malformed {what}")

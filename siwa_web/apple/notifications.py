@@ -6,13 +6,13 @@ and `is_private_email`.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..infra import bounded_json
 from .claims import as_bool
 from .errors import InvalidIdentityToken
 from .id_token import verify_apple_jws
@@ -87,8 +87,8 @@ def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
 def _events(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except (ValueError, RecursionError) as exc:
+            value = bounded_json.loads(value)
+        except ValueError as exc:
             raise InvalidIdentityToken("malformed events") from exc
     if not isinstance(value, dict):
         raise InvalidIdentityToken("malformed events")

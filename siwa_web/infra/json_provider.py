@@ -1,10 +1,12 @@
-"""Flask's JSON provider, with encoders reused across responses instead of one per call."""
+"""Flask's JSON provider: encoders reused across responses, request bodies parsed depth-bounded."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
+
+from . import bounded_json
 
 # Arguments of json.dumps that JSONEncoder takes too (`cls` is not one of them).
 _ENCODER_ARGS = frozenset({
@@ -14,7 +16,11 @@ _ENCODER_ARGS = frozenset({
 
 
 class ReusedEncoderJSONProvider(DefaultJSONProvider):
-    """Same output as Flask's default provider, about a third cheaper per call.
+    """Same output as Flask's default provider, about a third cheaper per call; bounded input.
+
+    `loads` (what `request.get_json` calls) refuses documents nested deeper than
+    `bounded_json.MAX_DEPTH` with a ValueError, so Flask answers 400 (or None when silent)
+    instead of a RecursionError's 500.
 
     Flask's `dumps` passes its `default` hook to `json.dumps`, which then builds a new
     `JSONEncoder` on every call; on a Bearer API call that was a measurable share of the whole
@@ -41,3 +47,6 @@ class ReusedEncoderJSONProvider(DefaultJSONProvider):
                     "sort_keys": self.sort_keys, **kwargs}
             encoder = self._encoders.setdefault(key, json.JSONEncoder(**args))
         return encoder.encode(obj)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return bounded_json.loads(s, **kwargs)

@@ -6,7 +6,6 @@ audiences — an access token's `aud` is an API identifier, an ID token's `aud` 
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -18,6 +17,7 @@ from joserfc import jws
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from ..infra import bounded_json
 from .config import TokenSettings
 from .keys import KeyRing
 from .keys import LoadedKey
@@ -207,8 +207,8 @@ def _verified(ring: KeyRing, token: str) -> tuple[dict[str, Any], dict[str, Any]
     if not valid:
         raise TokenInvalid("bad_signature")
     try:
-        claims = json.loads(signed.payload)
-    except (ValueError, RecursionError) as exc:
+        claims = bounded_json.loads(signed.payload)
+    except ValueError as exc:
         raise TokenInvalid("malformed") from exc
     if not isinstance(claims, dict):
         raise TokenInvalid("malformed")

@@ -13,6 +13,7 @@ from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
 
+from ..infra import bounded_json
 from ..infra.extensions import csrf
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json
@@ -45,8 +46,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json_params() -> dict[str, list[str]]:
     try:
-        body = json.loads(request.get_data(cache=True), object_pairs_hook=_no_duplicate_keys)
-    except (ValueError, RecursionError) as exc:
+        body = bounded_json.loads(request.get_data(cache=True),
+                                 object_pairs_hook=_no_duplicate_keys)
+    except ValueError as exc:  # malformed, or nested deeper than bounded_json allows
         raise InvalidRequestError("The request body is not valid JSON.",
                                   reason="body_not_json") from exc
     if not isinstance(body, dict):
@@ -105,8 +107,8 @@ def _client_key() -> str:
         value = request.form.get("client_id")
     elif request.mimetype == "application/json":
         try:
-            body = json.loads(request.get_data(cache=True))
-        except (ValueError, RecursionError):  # the view answers invalid_request
+            body = bounded_json.loads(request.get_data(cache=True))
+        except ValueError:  # the view answers invalid_request
             body = None
         value = body.get("client_id") if isinstance(body, dict) else None
     else:

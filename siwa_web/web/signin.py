@@ -7,7 +7,6 @@ token and web session. Nothing is written for a request that fails verification.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from flask import current_app
 
 from ..apple.claims import AppleClaims
 from ..apple.errors import InvalidIdentityToken
+from ..infra import bounded_json
 from ..infra.apple_client import apple_client
 from ..infra.extensions import db
 from ..models import LoginTransaction
@@ -53,8 +53,8 @@ def parse_user_json(raw: str | None) -> Name | None:
     if not raw or len(raw) > USER_JSON_MAX:
         return None
     try:
-        return Name.from_apple(json.loads(raw))
-    except (ValueError, RecursionError):
+        return Name.from_apple(bounded_json.loads(raw))
+    except ValueError:
         return None
 
 

@@ -9,7 +9,6 @@ and audit row are written in one transaction; tokens are signed only after the c
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -23,6 +22,7 @@ from ...apple.errors import AppleMisconfigured
 from ...apple.errors import AppleRejected
 from ...apple.errors import AppleUnavailable
 from ...apple.errors import InvalidIdentityToken
+from ...infra import bounded_json
 from ...infra.crypto import fingerprint
 from .. import clients
 from .. import refresh
@@ -126,8 +126,8 @@ class TokenExchangeGrant(BaseGrant):
         if len(raw) > MAX_USER_PROFILE:
             raise InvalidRequestError("user_profile is too large.", reason="user_profile_too_large")
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
+            data = bounded_json.loads(raw)
+        except ValueError as exc:
             raise InvalidRequestError(
                 "user_profile must be a JSON object.", reason="user_profile_not_json"
             ) from exc
