@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from ..infra import bounded_json
+from . import bounded_json
 from . import http
 from .claims import AppleClaims
 from .claims import AppleTokens

@@ -15,7 +15,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.jws import JWSRegistry
 
-from ..infra import bounded_json
+from . import bounded_json
 from .claims import AppleClaims
 from .errors import InvalidIdentityToken
 from .jwks import AppleKeySet

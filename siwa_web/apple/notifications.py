@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..infra import bounded_json
+from . import bounded_json
 from .claims import as_bool
 from .errors import InvalidIdentityToken
 from .id_token import verify_apple_jws

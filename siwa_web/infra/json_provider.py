@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.json.provider import DefaultJSONProvider
 
-from . import bounded_json
+from ..apple import bounded_json
 
 # Arguments of json.dumps that JSONEncoder takes too (`cls` is not one of them).
 _ENCODER_ARGS = frozenset({

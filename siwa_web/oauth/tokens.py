@@ -17,7 +17,7 @@ from joserfc import jws
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from ..infra import bounded_json
+from ..apple import bounded_json
 from .config import TokenSettings
 from .keys import KeyRing
 from .keys import LoadedKey

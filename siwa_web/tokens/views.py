@@ -13,7 +13,7 @@ from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
 
-from ..infra import bounded_json
+from ..apple import bounded_json
 from ..infra.extensions import csrf
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from ..apple import bounded_json
 from ..apple.claims import AppleClaims
 from ..apple.errors import InvalidIdentityToken
-from ..infra import bounded_json
 from ..infra.apple_client import apple_client
 from ..infra.extensions import db
 from ..models import LoginTransaction

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from ...apple import bounded_json
 from ...apple.claims import NAME_MAX
 from ...apple.claims import Name
 from ...apple.errors import AppleError
@@ -22,7 +23,6 @@ from ...apple.errors import AppleMisconfigured
 from ...apple.errors import AppleRejected
 from ...apple.errors import AppleUnavailable
 from ...apple.errors import InvalidIdentityToken
-from ...infra import bounded_json
 from ...infra.crypto import fingerprint
 from .. import clients
 from .. import refresh

@@ -8,7 +8,8 @@ without recursion, and anything deeper than `MAX_DEPTH` is refused as `JSONTooDe
 ValueError: every caller that already treats malformed JSON as a bad request (or as a bad
 upstream answer) treats an absurdly nested document the same way.
 
-Flask-free: the protocol core parses Apple's answers and tokens with it too.
+It lives in the lowest package that reads JSON from outside (Apple's answers, identity tokens
+and notifications), so that every layer above, and infra's JSON provider, can use it too.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Deeply nested JSON, anywhere it arrives, is a bad request (or a bad upstream answer), not a 500.
 
 Python's json parser raises RecursionError, not ValueError, at about a thousand levels; before
-siwa_web/infra/bounded_json.py that was a 500 with a traceback on POST /apple/notifications.
+siwa_web/apple/bounded_json.py that was a 500 with a traceback on POST /apple/notifications.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from siwa_web.infra import bounded_json
+from siwa_web.apple import bounded_json
 from siwa_web.infra.extensions import db
 from siwa_web.models import User
 from support.apple import BUNDLE_ID
