@@ -77,6 +77,7 @@ def _finish(app: Flask) -> None:
     _choose_log_format(app)
     _check_rate_limits(cfg)
     _size_pool(cfg)
+    _bound_connecting(cfg)
     _gate_sqlite(cfg)
     if cfg.get("SESSION_COOKIE_SECURE") is None:
         cfg["SESSION_COOKIE_SECURE"] = https
@@ -93,6 +94,7 @@ def _finish(app: Flask) -> None:
 # Numeric settings read when the app is built: (type, smallest allowed value).
 NUMBERS: dict[str, tuple[type, float]] = {
     "DB_POOL_SIZE": (int, 1), "DB_MAX_OVERFLOW": (int, 0), "DB_PING_IDLE_SECONDS": (float, 0),
+    "DB_CONNECT_TIMEOUT": (int, 2),
     "APPLE_CONNECT_TIMEOUT": (float, 0.001), "APPLE_READ_TIMEOUT": (float, 0.001),
     "APPLE_HTTP_IDLE_SECONDS": (float, 0), "LIVENESS_CACHE_SECONDS": (float, 0),
     "APPLE_TOKEN_CHECK_INTERVAL": (int, 24 * 3600), "APPLE_TOKEN_CHECK_BATCH": (int, 1),
@@ -162,6 +164,21 @@ def _size_pool(cfg: dict) -> None:
     options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     options.setdefault("pool_size", int(cfg["DB_POOL_SIZE"]))
     options.setdefault("max_overflow", int(cfg["DB_MAX_OVERFLOW"]))
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+def _bound_connecting(cfg: dict) -> None:
+    """PostgreSQL waits forever for a silent server by default; give up after the setting.
+
+    A connect_timeout already in the engine options (or in the URL's query) is kept.
+    """
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if not uri.startswith("postgresql") or "connect_timeout=" in uri:
+        return
+    options = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    connect_args = dict(options.get("connect_args") or {})
+    connect_args.setdefault("connect_timeout", cfg["DB_CONNECT_TIMEOUT"])
+    options["connect_args"] = connect_args
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 

@@ -11,6 +11,9 @@ SECRET_KEY_FALLBACKS: list[str] = []
 TOKEN_ENCRYPTION_KEYS: list[str] = []  # Fernet keys for Apple refresh tokens; first encrypts
 SQLALCHEMY_DATABASE_URI = None  # default: sqlite:///<instance>/siwa.sqlite
 SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+# PostgreSQL: give up opening a connection after this many seconds (libpq's connect_timeout;
+# at least 2), so a database that does not answer ends a request in a 503 within the bound.
+DB_CONNECT_TIMEOUT = 5
 DB_PING_IDLE_SECONDS = 5.0  # ping a pooled connection before use only if idle this long (pool_ping)
 # Connections per worker process: at least its threads (gunicorn.conf.py: 16) plus one for the
 # signing-key reload; workers x (size + overflow) must stay under PostgreSQL's max_connections.

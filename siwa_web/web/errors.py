@@ -1,4 +1,7 @@
-"""HTML error pages whose reference is the request id: in the log and the X-Request-ID header."""
+"""Error answers for the whole app: HTML pages whose reference is the request id (in the log
+and the X-Request-ID header), RFC 6749 JSON on protocol paths, and the 503 for a database that
+fails at any point of a request.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,14 +9,24 @@ import math
 import time
 
 from flask import Flask
+from flask import Response
 from flask import jsonify
+from flask import make_response
 from flask import render_template
 from flask import request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ..infra import request_id
+from ..infra.database import driver_error_name
+from ..infra.database import end_request_transaction
+from ..infra.database import request_committed
+from ..oauth.errors import TemporarilyUnavailableError
+from ..oauth.server import DB_UNAVAILABLE
+from ..tokens.service import render_error as render_oauth_error
 
 log = logging.getLogger(__name__)
+DB_RETRY_AFTER = TemporarilyUnavailableError.retry_after
 JSON_PREFIXES = ("/oauth/", "/api/", "/userinfo", "/.well-known/", "/apple/")
 # Under /oauth/ but opened by a person's browser: they get our HTML page, not JSON.
 BROWSER_PREFIXES = ("/oauth/authorize", "/oauth/logout")
@@ -52,7 +65,59 @@ def _too_many(ref: str) -> tuple[str, int, dict[str, str]]:
     return body, status, {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
 
 
+def database_unavailable(exc: BaseException) -> Response:
+    """The 503 for a database that failed: protocol JSON with Retry-After, or our HTML page.
+
+    Never a traceback or the SQL: the log line names the driver's error class and a reference.
+    """
+    ref = new_reference()
+    log.error("database unavailable on %s: %s", request.path, driver_error_name(exc),
+              extra={"ref": ref, "reason": "database_unavailable"})
+    if wants_json():
+        return render_oauth_error(TemporarilyUnavailableError(reason="database_unavailable"))
+    response = make_response(render_error(
+        503, "We could not finish this request", "Our database did not answer. Nothing was "
+        "changed.", "Wait a moment, then try again.", ref=ref))
+    response.headers["Retry-After"] = str(DB_RETRY_AFTER)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _database_failed(exc: Exception) -> Response:
+    """Error handler: a query, commit or connection failed somewhere in the request."""
+    from ..infra.extensions import db
+
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        log.debug("rollback after a database failure failed too")
+    return database_unavailable(exc)
+
+
+def _end_transaction(response: Response) -> Response:
+    """End the request's transaction while the answer can still change (infra/database.py).
+
+    If that fails, a request that committed nothing is answered 503, like any other database
+    failure. One that committed keeps its answer: its work is stored, and only closing a later
+    read failed; a 503 would tell the client that nothing happened.
+    """
+    committed = request_committed()
+    try:
+        end_request_transaction()
+    except SQLAlchemyError as exc:
+        if committed:
+            log.error("database failure after this request committed (answer kept): %s",
+                      driver_error_name(exc))
+            return response
+        return database_unavailable(exc)
+    return response
+
+
 def init_app(app: Flask) -> None:
+    for failure in DB_UNAVAILABLE:
+        app.register_error_handler(failure, _database_failed)
+    app.after_request(_end_transaction)
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         if wants_json():
