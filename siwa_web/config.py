@@ -94,7 +94,8 @@ def _finish(app: Flask) -> None:
 # Numeric settings read when the app is built: (type, smallest allowed value).
 NUMBERS: dict[str, tuple[type, float]] = {
     "DB_POOL_SIZE": (int, 1), "DB_MAX_OVERFLOW": (int, 0), "DB_PING_IDLE_SECONDS": (float, 0),
-    "DB_CONNECT_TIMEOUT": (int, 2),
+    "DB_CONNECT_TIMEOUT": (int, 2), "RATELIMIT_STORE_CONNECT_TIMEOUT": (float, 0.001),
+    "RATELIMIT_STORE_TIMEOUT": (float, 0.001), "RATELIMIT_STORE_BREAKER_SECONDS": (float, 0),
     "APPLE_CONNECT_TIMEOUT": (float, 0.001), "APPLE_READ_TIMEOUT": (float, 0.001),
     "APPLE_HTTP_IDLE_SECONDS": (float, 0), "LIVENESS_CACHE_SECONDS": (float, 0),
     "APPLE_TOKEN_CHECK_INTERVAL": (int, 24 * 3600), "APPLE_TOKEN_CHECK_BATCH": (int, 1),

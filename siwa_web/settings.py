@@ -98,6 +98,12 @@ RATELIMIT_STORAGE_URI = "memory://"
 # A failing limiter store (Redis down, say) is logged
 # and the request proceeds: rate limiting protects sign-in, it must not take it down.
 RATELIMIT_SWALLOW_ERRORS = True
+# A Redis store (redis://, rediss://, redis+unix://) is asked with these bounds, never twice, and
+# after a failure not at all for RATELIMIT_STORE_BREAKER_SECONDS: limits then let requests
+# through (infra/ratelimit_guard.py; docs/operations.md, "Failure bounds").
+RATELIMIT_STORE_CONNECT_TIMEOUT = 0.25  # seconds
+RATELIMIT_STORE_TIMEOUT = 0.25  # seconds per command
+RATELIMIT_STORE_BREAKER_SECONDS = 30.0
 RATELIMIT_TOKEN_PER_IP = "60/minute"
 RATELIMIT_TOKEN_PER_CLIENT = "600/minute"
 RATELIMIT_LOGIN_PER_IP = "30/minute"  # starting a sign-in writes a row: keep bots from piling up

@@ -18,26 +18,42 @@ import flask_limiter
 from flask import Flask
 from flask_limiter import Limiter
 
+from . import ratelimit_guard
 from .extensions import limiter
 from .ratelimit_store import local_uri
 
 log = logging.getLogger(__name__)
 
 STORAGE_URI = "RATELIMIT_STORAGE_URI"
+STORAGE_OPTIONS = "RATELIMIT_STORAGE_OPTIONS"
 
 
 def init_app(app: Flask) -> None:
-    """Bind the limiter; `memory://` (the default) counts in siwa-web's own `siwa-memory://` store.
+    """Bind the limiter; `memory://` (the default) counts in siwa-web's own `siwa-memory://` store,
+    `redis://` in the guarded Redis store (ratelimit_guard: short timeouts, a circuit breaker).
 
-    The setting is handed to Flask-Limiter mapped and then put back as it was, so the config
+    The settings are handed to Flask-Limiter mapped and then put back as they were, so the config
     still shows what was configured. Its per-request hooks stay until `finish`.
     """
-    configured = app.config.get(STORAGE_URI)
-    app.config[STORAGE_URI] = local_uri(configured)
+    configured, options = app.config.get(STORAGE_URI), app.config.get(STORAGE_OPTIONS)
+    uri = ratelimit_guard.guarded_uri(local_uri(configured))
+    app.config[STORAGE_URI] = uri
+    if uri != local_uri(configured):  # Redis: bounded, never retried, behind the breaker
+        cfg = app.config
+        app.config[STORAGE_OPTIONS] = {
+            **ratelimit_guard.redis_options(float(cfg["RATELIMIT_STORE_CONNECT_TIMEOUT"]),
+                                            float(cfg["RATELIMIT_STORE_TIMEOUT"])),
+            ratelimit_guard.BREAKER_OPTION: float(cfg["RATELIMIT_STORE_BREAKER_SECONDS"]),
+            **(options or {}),
+        }
     try:
         limiter.init_app(app)
     finally:
         app.config[STORAGE_URI] = configured
+        if options is None:
+            app.config.pop(STORAGE_OPTIONS, None)
+        else:
+            app.config[STORAGE_OPTIONS] = options
 
 
 def finish(app: Flask) -> None:

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from ..infra import logs
+from ..infra import ratelimit_guard
 from ..infra.extensions import db
 from ..infra.extensions import limiter
 from ..infra.nostore import no_store_json
@@ -266,7 +267,7 @@ def redis_storage(app: Flask, timeout: float) -> Storage | None:
     if not uri.split(":", 1)[0].startswith("redis"):
         return None
     options = dict(app.config.get("RATELIMIT_STORAGE_OPTIONS") or {})
-    options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
+    options.update(ratelimit_guard.redis_options(timeout, timeout))  # and never retried
     return storage_from_string(uri, **options)
 
 
