@@ -102,6 +102,7 @@ NUMBERS: dict[str, tuple[type, float]] = {
     "APPLE_TOKEN_CHECK_CONCURRENCY": (int, 1), "APPLE_TOKEN_CHECK_RATE": (float, 0.01),
     "APPLE_TOKEN_CHECK_JITTER": (float, 0), "APPLE_TOKEN_CHECK_LEASE": (int, 60),
     "ACCOUNT_DELETION_MAX_AUTH_AGE": (int, 0),
+    "APPLE_CALL_DEADLINE": (float, 0.001), "APPLE_SIGN_IN_BUDGET": (float, 0.001),
 }
 
 

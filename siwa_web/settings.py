@@ -39,7 +39,11 @@ APPLE_SERVICES_ID = None  # the web client id (Services ID)
 APPLE_REDIRECT_URI = None  # default: <ISSUER>/auth/apple/callback
 APPLE_EMULATOR = None  # None = on when no Apple credentials are configured (development only)
 APPLE_CONNECT_TIMEOUT = 3.0
-APPLE_READ_TIMEOUT = 8.0
+APPLE_READ_TIMEOUT = 8.0  # per socket read; a trickling answer is ended by the deadline below
+APPLE_CALL_DEADLINE = 6.0  # seconds one call to Apple may take in all, however it trickles
+# Seconds all Apple calls of one sign-in (native exchange, browser callback) may take together;
+# then it is answered 503 (docs/operations.md, "Failure bounds").
+APPLE_SIGN_IN_BUDGET = 9.0
 APPLE_HTTP_IDLE_SECONDS = 1.5  # a pooled connection to Apple idle this long is not reused
 APPLE_JWKS_MAX_AGE = 24 * 3600  # serve cached Apple keys at most this long
 APPLE_JWKS_REFETCH_COOLDOWN = 30  # seconds between refetches on an unknown kid

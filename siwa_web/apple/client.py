@@ -1,10 +1,12 @@
 """Talk to Apple over HTTP: authorize URL, code exchange, refresh, revoke, identity tokens."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 from urllib.parse import urlencode
@@ -89,22 +91,41 @@ class AppleClient:
             max_age=s.id_token_max_age, nonce=nonce, nonce_mode=nonce_mode, code=code,
             access_token=access_token, clock=self._clock)
 
+    @contextlib.contextmanager
+    def budget(self) -> Iterator[None]:
+        """Bound every Apple call inside, together, to `settings.budget` seconds (one sign-in)."""
+        with http.budget(self.settings.budget):
+            yield
+
     def _post(self, what: str, url: str, form: dict[str, str]) -> dict[str, Any]:
+        return _answer(what, self._send(what, "POST", url, data=form))
+
+    def _send(self, what: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request, ended by its deadline (or the budget's) however slowly Apple answers.
+
+        :raises AppleUnavailable: no time left, a timeout, a refused or cut connection.
+        """
+        s = self.settings
         try:
-            resp = self.session.post(url, data=form, timeout=self.settings.timeout,
-                                     allow_redirects=False, headers={"Accept": "application/json"})
+            seconds = http.call_seconds(s.call_deadline)
+        except http.DeadlinePassed as exc:
+            log.warning("Apple %s call not made: the time allowed for Apple is spent", what,
+                        extra={"event": "apple_unavailable"})
+            raise AppleUnavailable(f"Apple {what} call not made: no time left") from exc
+        timeout = (min(s.connect_timeout, seconds), min(s.read_timeout, seconds))
+        started = time.monotonic()
+        try:
+            with http.deadline(seconds):
+                return self.session.request(method, url, timeout=timeout, allow_redirects=False,
+                                            headers={"Accept": "application/json"}, **kwargs)
         except requests.RequestException as exc:
-            log.warning("Apple %s call failed: %s", what, type(exc).__name__,
+            spent = time.monotonic() - started
+            log.warning("Apple %s call failed after %.1f s: %s", what, spent, type(exc).__name__,
                         extra={"event": "apple_unavailable"})
             raise AppleUnavailable(f"Apple {what} call failed: {type(exc).__name__}") from exc
-        return _answer(what, resp)
 
     def _fetch_jwks(self) -> dict[str, Any]:
-        try:
-            resp = self.session.get(self.settings.keys_url, timeout=self.settings.timeout,
-                                    allow_redirects=False, headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            raise AppleUnavailable(f"Apple keys call failed: {type(exc).__name__}") from exc
+        resp = self._send("keys", "GET", self.settings.keys_url)
         if resp.status_code != 200:
             raise AppleUnavailable(f"Apple keys call answered {resp.status_code}")
         body = _json(resp)

@@ -12,17 +12,131 @@ Proxy (`HTTPS_PROXY`, `NO_PROXY`) and CA bundle (`REQUESTS_CA_BUNDLE`, `CURL_CA_
 settings are read from the environment once, when the session is made, instead of on every
 request as requests does by default (that, with its `~/.netrc` lookup, was about a twentieth
 of a native sign-in's CPU: docs/performance.md, section 5).
+
+Timeouts in requests are per socket operation: an Apple that sends one byte every 1.7 s never
+trips an 8 s read timeout and held a token exchange for 40 s. So every call also runs under a
+`Deadline` (`call_deadline`): a watchdog shuts the call's socket down when it passes, and the
+call fails at once (requests raises ConnectionError). A `budget` bounds a whole sign-in the same
+way: each call's deadline is the nearer of its own and the budget's end, and no call starts
+once the budget is spent.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
 _IDLE_SINCE = "_siwa_idle_since"
+WATCH_INTERVAL = 0.05  # how often a passed deadline re-checks for a socket still connecting
+
+
+class DeadlinePassed(Exception):
+    """No time is left for another call to Apple in this budget."""
+
+
+class Deadline:
+    """A point on the monotonic clock by which something must be over."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+
+_budget: ContextVar[Deadline | None] = ContextVar("siwa_apple_budget", default=None)
+_call: ContextVar[_Watch | None] = ContextVar("siwa_apple_call", default=None)
+
+
+@contextlib.contextmanager
+def budget(seconds: float) -> Iterator[Deadline]:
+    """Every Apple call inside ends within `seconds` from now (an enclosing budget still holds)."""
+    outer = _budget.get()
+    deadline = Deadline(seconds)
+    if outer is not None and outer.ends < deadline.ends:
+        deadline = outer
+    token = _budget.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _budget.reset(token)
+
+
+def call_seconds(limit: float) -> float:
+    """The time one call may take now: `limit`, or less if the budget ends sooner.
+
+    :raises DeadlinePassed: the budget is spent.
+    """
+    deadline = _budget.get()
+    seconds = limit if deadline is None else min(limit, deadline.remaining())
+    if seconds <= 0:
+        raise DeadlinePassed("the time allowed for Apple is spent")
+    return seconds
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound one HTTP call, all of it, to `seconds`: its sockets are shut down when they pass."""
+    watch = _Watch(seconds)
+    token = _call.set(watch)
+    try:
+        yield
+    finally:
+        _call.reset(token)
+        watch.done()
+
+
+class _Watch:
+    """A watchdog thread for one call: waits for the call's end or its deadline, whichever comes
+    first; past the deadline it shuts down every connection the call took from a pool."""
+
+    def __init__(self, seconds: float) -> None:
+        self._over = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self.expired = False
+        threading.Thread(target=self._run, args=(seconds,), daemon=True,
+                         name="siwa-apple-deadline").start()
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.append(conn)
+        if self.expired:
+            _shut(conn)
+
+    def done(self) -> None:
+        self._over.set()
+
+    def _run(self, seconds: float) -> None:
+        if self._over.wait(seconds):
+            return
+        self.expired = True
+        while True:  # until the call gives up: a socket may still be connecting
+            with self._lock:
+                conns = list(self._conns)
+            for conn in conns:
+                _shut(conn)
+            if self._over.wait(WATCH_INTERVAL):
+                return
+
+
+def _shut(conn: Any) -> None:
+    """End a connection's socket so that a read blocked on it returns now."""
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed or never connected
+        pass
 
 
 # Private urllib3 hooks, on purpose: urllib3 has no idle timeout and no public hook for when a
@@ -45,6 +159,9 @@ class _IdleLimit:
         since = getattr(conn, _IDLE_SINCE, None)
         if since is not None and time.monotonic() - since >= self.idle_seconds:
             conn.close()  # reopened on its next request, before anything is sent
+        watch = _call.get()
+        if watch is not None:  # the call's deadline may shut this connection down
+            watch.attach(conn)
         return conn
 
     def _put_conn(self, conn: Any) -> None:

@@ -17,6 +17,8 @@ class AppleSettings:
     issuers: tuple[str, ...] = APPLE_ISSUERS
     connect_timeout: float = 3.0
     read_timeout: float = 8.0
+    call_deadline: float = 6.0  # one call to Apple, all of it (reads one byte at a time too)
+    budget: float = 9.0  # every Apple call of one sign-in together (AppleClient.budget)
     http_idle_seconds: float = 1.5  # never reuse a keep-alive connection idle this long
     jwks_max_age: int = 86400
     jwks_refetch_cooldown: float = 30.0

@@ -23,6 +23,8 @@ def settings_from_config(config: dict) -> AppleSettings:
         issuers=tuple(issuers),
         connect_timeout=float(config.get("APPLE_CONNECT_TIMEOUT", 3.0)),
         read_timeout=float(config.get("APPLE_READ_TIMEOUT", 8.0)),
+        call_deadline=float(config.get("APPLE_CALL_DEADLINE", 6.0)),
+        budget=float(config.get("APPLE_SIGN_IN_BUDGET", 9.0)),
         http_idle_seconds=float(config.get("APPLE_HTTP_IDLE_SECONDS", 1.5)),
         jwks_max_age=int(config.get("APPLE_JWKS_MAX_AGE", 86400)),
         jwks_refetch_cooldown=float(config.get("APPLE_JWKS_REFETCH_COOLDOWN", 30.0)),

@@ -63,14 +63,15 @@ def complete(tx: LoginTransaction, code: str, front_id_token: str, name: Name | 
     """Turn a verified Apple answer into a signed-in (or linked, or re-authenticated) user."""
     apple = apple_client()
     services_id = current_app.config["APPLE_SERVICES_ID"]
-    front = apple.verify_id_token(front_id_token, audience=services_id, nonce=tx.nonce,
-                                  code=code)
-    if name is not None:
-        _save_pending_name(front.sub, name)
-    tokens = apple.exchange_code(client_id=services_id, code=code,
-                                 redirect_uri=current_app.config["APPLE_REDIRECT_URI"])
-    back = apple.verify_id_token(tokens.id_token, audience=services_id,
-                                 access_token=tokens.access_token)
+    with apple.budget():  # every Apple call of this callback together: APPLE_SIGN_IN_BUDGET
+        front = apple.verify_id_token(front_id_token, audience=services_id, nonce=tx.nonce,
+                                      code=code)
+        if name is not None:
+            _save_pending_name(front.sub, name)
+        tokens = apple.exchange_code(client_id=services_id, code=code,
+                                     redirect_uri=current_app.config["APPLE_REDIRECT_URI"])
+        back = apple.verify_id_token(tokens.id_token, audience=services_id,
+                                     access_token=tokens.access_token)
     if back.sub != front.sub:
         raise SubjectMismatch()
     if back.nonce is not None and back.nonce != tx.nonce:

@@ -26,7 +26,7 @@ REDIRECT_URI = "https://siwa.test/auth/apple/callback"
 @pytest.fixture
 def settings(apple_private_key_pem) -> AppleSettings:
     return AppleSettings("https://appleid.apple.com", TEAM_ID, KEY_ID, apple_private_key_pem,
-                         connect_timeout=2.5, read_timeout=7.5)
+                         connect_timeout=2.5, read_timeout=7.5, call_deadline=9.0)
 
 
 @pytest.fixture

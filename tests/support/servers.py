@@ -3,8 +3,9 @@
 * `closed_port()`: a port nothing listens on (connections are refused at once).
 * `SilentServer`: accepts TCP connections, reads whatever comes, never answers (a hung Redis
   or PostgreSQL). Fixture `silent_server`.
-* `TricklingHTTPServer`: answers every HTTP request with a fixed response sent one byte every
-  `interval` seconds, so no single socket read ever times out (a slow-loris upstream).
+* `TricklingHTTPServer`: answers HTTP requests per path with an `Answer` that may come late
+  and one byte every `interval` seconds, so no single socket read ever times out (a
+  slow-loris upstream).
 Each runs in daemon threads and is stopped at the end of the test.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -74,16 +76,24 @@ class SilentServer(_Listener):
                 return
 
 
+@dataclass
+class Answer:
+    """One path's answer: after `delay` seconds, `body` (JSON) one byte per `interval` seconds
+    (all at once when `interval` is 0)."""
+
+    body: bytes = b"{}"
+    interval: float = 0.0
+    delay: float = 0.0
+    status: int = 200
+
+
 class TricklingHTTPServer(_Listener):
-    """Every request gets `status` and `body` (JSON), one byte per `interval` seconds.
+    """An HTTP server whose answers, per path, come as slowly as told (`answers[path]`);
+    paths it was not told about trickle `default`. `paths` lists the request lines read."""
 
-    `requests` counts the requests read (their request lines are in `paths`).
-    """
-
-    def __init__(self, body: bytes = b"{}", *, interval: float = 0.5, status: int = 200) -> None:
-        self.body = body
-        self.interval = interval
-        self.status = status
+    def __init__(self, default: Answer | None = None, **answers: Answer) -> None:
+        self.default = default or Answer(interval=0.5)
+        self.answers = {"/" + name.replace("_", "/"): a for name, a in answers.items()}
         self.paths: list[str] = []
         super().__init__()
 
@@ -98,14 +108,21 @@ class TricklingHTTPServer(_Listener):
             if not chunk:
                 return
             data += chunk
-        self.paths.append(data.split(b"\r\n", 1)[0].decode("latin-1"))
-        answer = (f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
-                  ).encode() + self.body
-        for i in range(len(answer)):
-            if self.stopped.wait(self.interval if i else 0):
+        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        self.paths.append(line)
+        path = line.split(" ")[1] if " " in line else "/"
+        answer = self.answers.get(path, self.default)
+        raw = (f"HTTP/1.1 {answer.status} X\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(answer.body)}\r\nConnection: close\r\n\r\n"
+               ).encode() + answer.body
+        if self.stopped.wait(answer.delay):
+            return
+        if not answer.interval:
+            conn.sendall(raw)
+        for i in range(len(raw) if answer.interval else 0):
+            if self.stopped.wait(answer.interval if i else 0):
                 return
-            conn.sendall(answer[i:i + 1])
+            conn.sendall(raw[i:i + 1])
         conn.close()
 
 
@@ -121,3 +138,17 @@ def elapsed(fn, *args, **kwargs):
     started = time.monotonic()
     result = fn(*args, **kwargs)
     return result, time.monotonic() - started
+
+
+@pytest.fixture
+def trickling_server():
+    """Build with `trickling_server(default=Answer(...), auth_token=Answer(...))`; stopped after."""
+    made: list[TricklingHTTPServer] = []
+
+    def build(default: Answer | None = None, **answers: Answer) -> TricklingHTTPServer:
+        made.append(TricklingHTTPServer(default, **answers))
+        return made[-1]
+
+    yield build
+    for server in made:
+        server.stop()

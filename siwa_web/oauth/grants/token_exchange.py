@@ -176,12 +176,13 @@ class TokenExchangeGrant(BaseGrant):
         bundle_id = self.client.bundle_id
         apple = self.server.apple_client()
         try:
-            apple_tokens = apple.exchange_code(client_id=bundle_id, code=self.subject_token)
-            claims = apple.verify_id_token(
-                apple_tokens.id_token, audience=bundle_id, nonce=self.nonce,
-                nonce_mode="native", code=self.subject_token,
-                access_token=apple_tokens.access_token,
-            )
+            with apple.budget():  # the code call and a key refetch together: APPLE_SIGN_IN_BUDGET
+                apple_tokens = apple.exchange_code(client_id=bundle_id, code=self.subject_token)
+                claims = apple.verify_id_token(
+                    apple_tokens.id_token, audience=bundle_id, nonce=self.nonce,
+                    nonce_mode="native", code=self.subject_token,
+                    access_token=apple_tokens.access_token,
+                )
         except AppleMisconfigured as exc:
             log.error(
                 "Apple rejected our client credentials (invalid_client) for %s: check "
