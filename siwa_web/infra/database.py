@@ -18,14 +18,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from . import pool_ping
 from .extensions import db
 from .extensions import migrate
+from .transactions import COMMITTED
 
 log = logging.getLogger(__name__)
-COMMITTED = "siwa_committed"  # Session.info key: this request's session committed at least once
 
 
 def init_app(app: Flask) -> None:
@@ -35,11 +34,6 @@ def init_app(app: Flask) -> None:
     with app.app_context():
         _tune_sqlite(db.engine)
         pool_ping.install(db.engine, float(app.config["DB_PING_IDLE_SECONDS"]))
-
-
-@event.listens_for(Session, "after_commit")
-def _note_commit(session: Session) -> None:
-    session.info[COMMITTED] = True
 
 
 def request_committed() -> bool:

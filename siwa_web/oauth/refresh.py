@@ -131,6 +131,11 @@ def start_family(
     return NewFamily(params["fam"], now, value)
 
 
+def family_exists(session: DbSession, family_id: str) -> bool:
+    """Whether the family is in the database (asked anew: not from the session's identity map)."""
+    return _run(session, _FAMILY_EXISTS, family_id=family_id).first() is not None
+
+
 def find(session: DbSession, value: str) -> RefreshToken | None:
     """Look a token up by its hash (exact match: no trimming or case folding)."""
     if not value or len(value) > MAX_REFRESH_TOKEN_LENGTH:
@@ -217,6 +222,7 @@ _START_WITH_TOKEN = (
 )
 _USE_STATE = select(_RT.c.used_at, _RT.c.successor_encrypted).where(_RT.c.id == bindparam("row_id"))
 _CHILD = select(_RT.c.token_hash, _RT.c.used_at).where(_RT.c.parent_id == bindparam("row_id"))
+_FAMILY_EXISTS = select(TokenFamily.id).where(TokenFamily.id == bindparam("family_id"))
 
 
 def find_presented(session: DbSession, value: str) -> Row | None:

@@ -14,12 +14,10 @@ from typing import NamedTuple
 from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from ..infra.crypto import TokenCipher
+from ..infra.transactions import DB_UNAVAILABLE
 from ..models import Client
 from ..models import TokenFamily
 from ..models import User
@@ -46,7 +44,6 @@ from .profile import Profile
 from .requests import TokenRequest
 
 log = logging.getLogger(__name__)
-DB_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 class Principal(NamedTuple):

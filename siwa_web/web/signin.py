@@ -8,15 +8,19 @@ token and web session. Nothing is written for a request that fails verification.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy import select
 
 from ..apple import bounded_json
 from ..apple.claims import AppleClaims
 from ..apple.errors import InvalidIdentityToken
 from ..infra.apple_client import apple_client
 from ..infra.extensions import db
+from ..infra.transactions import commit_or_confirm
+from ..models import AppleIdentity
 from ..models import LoginTransaction
 from ..models import PendingProfile
 from ..models import User
@@ -79,6 +83,18 @@ def complete(tx: LoginTransaction, code: str, front_id_token: str, name: Name | 
     return _commit(tx, back, tokens.refresh_token, current_user)
 
 
+def _stored_check(session_row: WebSession | None, identity_id: str, user_id: str
+                  ) -> Callable[[], bool]:
+    """How to tell, after a lost COMMIT answer, whether this sign-in (or link) was stored."""
+    if session_row is not None:
+        session_id = session_row.id
+        query = select(WebSession.id).where(WebSession.id == session_id)
+    else:  # a link: the identity now belongs to the user
+        query = select(AppleIdentity.id).where(AppleIdentity.id == identity_id,
+                                               AppleIdentity.user_id == user_id)
+    return lambda: db.session.execute(query).first() is not None
+
+
 def _save_pending_name(sub: str, name: Name) -> None:
     """Persist the name before anything else can fail; Apple will not send it again."""
     row = db.session.get(PendingProfile, sub) or PendingProfile(sub=sub)
@@ -113,5 +129,7 @@ def _commit(tx: LoginTransaction, claims: AppleClaims, apple_refresh_token: str 
         session_row = sessions.start(user, identity)
         audit.record("web_login", user_id=user.id, client_id=services_id,
                      details={"new_user": created, "purpose": tx.purpose})
-    db.session.commit()
+    db.session.flush()  # ids are given on flush: the check below names the rows by id
+    commit_or_confirm(db.session, _stored_check(session_row, identity.id, user.id),
+                      f"web sign-in of user {user.id}")
     return Outcome(user=user, created=created, linked=tx.purpose == "link", session=session_row)

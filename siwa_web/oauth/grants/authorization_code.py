@@ -47,6 +47,9 @@ class AuthorizationCodeGrant(BaseGrant):
         # Claimed first, in one statement with everything checked below; a failed check rolls
         # the claim back with the rest of the transaction (the server's failure path).
         self.family_id = new_id()
+        # The signing key first: nothing after the commit may touch the database, and creating
+        # the first key (its own connection) must not wait behind this grant's write on SQLite.
+        self._take_signer()
         code = codes.claim(self.session, value, self.family_id)
         claimed = code is not None
         if not claimed:  # never issued, or used before: a replay
@@ -124,7 +127,8 @@ class AuthorizationCodeGrant(BaseGrant):
             self.AUDIT_EVENT, user_id=code.user_id, client_id=code.client_id,
             details={"family_id": family.id, "scope": scope, "audience": code.audience},
         )
-        self.session.commit()
+        self._commit(lambda: refresh.family_exists(self.session, family_id),
+                     f"code redemption (family {family_id})")
         profile = Profile(code.user_id, code.user_email, bool(code.user_email_verified),
                           code.user_first_name, code.user_last_name)
         return self._token_body(

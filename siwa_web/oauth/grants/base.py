@@ -9,6 +9,7 @@ from typing import ClassVar
 from typing import Protocol
 
 from ...infra.crypto import TokenCipher
+from ...infra.transactions import commit_or_confirm
 from .. import client_auth
 from .. import clients
 from .. import scopes as scope_rules
@@ -21,6 +22,7 @@ from ..errors import InvalidClientError
 from ..errors import OAuth2Error
 from ..errors import UnauthorizedClientError
 from ..keys import KeyRing
+from ..keys import LoadedKey
 from ..profile import Profile
 from ..requests import TokenRequest
 
@@ -69,6 +71,7 @@ class BaseGrant:
         self.audit = server.audit
         self.client: clients.ActiveClient | None = None
         self.user_id: str | None = None  # for the audit trail once known
+        self._signer: LoadedKey | None = None  # taken before the commit (see `_commit`)
 
     def validate_token_request(self) -> None:
         raise NotImplementedError
@@ -112,6 +115,22 @@ class BaseGrant:
                 reason="web_client")
         return InvalidClientError(reason="client_unknown" if client_id else "client_missing")
 
+    def _take_signer(self) -> None:
+        """Take the signing key now, before the grant writes anything.
+
+        Then, once the grant's commit is done, nothing is left that could fail on the database:
+        a 503 is only ever answered for work that was not stored. (Before the writes, because
+        the very first key is created on a connection of its own, which on SQLite would wait
+        for the grant's write lock.)
+        """
+        self._signer = self.server.keys.signer()
+
+    def _commit(self, stored: Callable[[], bool], what: str) -> None:
+        """Commit the grant's work so that the answer agrees with what is stored: if the
+        COMMIT's answer is lost, `stored()` asks whether it was applied (infra/transactions.py).
+        """
+        commit_or_confirm(self.session, stored, what)
+
     def _token_body(
         self,
         *,
@@ -127,7 +146,8 @@ class BaseGrant:
     ) -> dict[str, Any]:
         """Sign the access token (and the ID token when `openid` was granted) and shape the JSON."""
         assert self.client is not None
-        ring, settings, now = self.server.keys, self.settings, int(time.time())
+        ring = self.server.keys if self._signer is None else _Pinned(self._signer)
+        settings, now = self.settings, int(time.time())
         scope = scope_rules.join(scopes)
         access = tokens.issue_access_token(
             ring, settings, user_id=profile.user_id, client_id=self.client.id, audience=audience,
@@ -148,3 +168,13 @@ class BaseGrant:
         if refresh_token is not None:
             body["refresh_token"] = refresh_token
         return body
+
+
+class _Pinned:
+    """A key ring that only signs, with the key taken before the commit (no database access)."""
+
+    def __init__(self, key: LoadedKey) -> None:
+        self._key = key
+
+    def signer(self) -> LoadedKey:
+        return self._key

@@ -66,6 +66,7 @@ class RefreshTokenGrant(BaseGrant):
 
     def create_token_response(self) -> dict[str, Any]:
         assert self.client is not None
+        self._take_signer()
         try:
             rotation = refresh.rotate(
                 self.session, self.settings, self.row, self.server.cipher,
@@ -90,7 +91,9 @@ class RefreshTokenGrant(BaseGrant):
             reason="grace_retry" if rotation.grace_retry else None,
             details={"family_id": row.family_id, "scope": scope_rules.join(self.scopes)},
         )
-        self.session.commit()
+        successor = rotation.refresh_token
+        self._commit(lambda: refresh.find(self.session, successor) is not None,
+                     f"refresh (family {row.family_id})")
         profile = Profile(row.user_id, row.email, bool(row.email_verified), row.first_name,
                           row.last_name)
         return self._token_body(

@@ -163,6 +163,7 @@ class TokenExchangeGrant(BaseGrant):
         # transaction) is held while Apple answers, which may take a while.
         self.session.commit()
         apple_tokens, claims = self._redeem_code()
+        self._take_signer()  # after Apple said yes (a refused exchange creates no first key)
         profile, family_id, auth_time, refresh_token = self._sign_in(apple_tokens, claims)
         body = self._token_body(
             profile=profile, audience=self.audience, scopes=self.scopes, family_id=family_id,
@@ -247,5 +248,7 @@ class TokenExchangeGrant(BaseGrant):
         )
         profile = Profile.of(user)
         auth_time = int(family.created_at.timestamp())
-        self.session.commit()
+        family_id = family.id
+        self._commit(lambda: refresh.family_exists(self.session, family_id),
+                     f"native sign-in (family {family_id})")
         return profile, family.id, auth_time, family.refresh_token
