@@ -76,8 +76,8 @@ def database_unavailable(exc: BaseException) -> Response:
     if wants_json():
         return render_oauth_error(TemporarilyUnavailableError(reason="database_unavailable"))
     response = make_response(render_error(
-        503, "We could not finish this request", "Our database did not answer. Nothing was "
-        "changed.", "Wait a moment, then try again.", ref=ref))
+        503, "We could not finish this request", "Our database did not answer, so this "
+        "request could not be finished.", "Wait a moment, then try again.", ref=ref))
     response.headers["Retry-After"] = str(DB_RETRY_AFTER)
     response.headers["Cache-Control"] = "no-store"
     return response
