@@ -14,6 +14,7 @@ from werkzeug.http import http_date
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from .. import config
+from ..infra.json_provider import ReusedEncoderJSONProvider
 from .errors import apple_json
 from .settings import EmulatorSettings
 from .settings import settings_from_app
@@ -35,6 +36,7 @@ def create_emulator_app(settings: EmulatorSettings) -> Flask:
         static_folder=str(ROOT / "static" / "emulator"),
         static_url_path="/static",
     )
+    app.json = ReusedEncoderJSONProvider(app)  # depth-bounded request JSON, as siwa-web's own
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions[STATE_KEY] = EmulatorState(settings)
     from . import admin_flows  # noqa: F401  (adds its routes to the admin blueprint)

@@ -207,3 +207,14 @@ def test_discovery_document_points_at_the_emulator(emu):
     assert doc["revocation_endpoint"] == "https://emulator.test/auth/revoke"
     assert doc["token_endpoint_auth_methods_supported"] == ["client_secret_post"]
     assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
+
+
+@pytest.mark.parametrize("body", ["[" * 1000 + "]" * 1000, '{"a":' * 1000 + "1" + "}" * 1000],
+                         ids=["array", "object"])
+@pytest.mark.parametrize("path", ["users", "clock", "claims", "failures"])
+def test_deeply_nested_admin_body_is_400(emu, path, body):
+    """The emulator parses JSON with the same bounded depth as siwa-web (apple/bounded_json.py)."""
+    before = emu.admin("users", method="GET").get_json()["users"]
+    resp = emu.client.post(f"/__emulator/{path}", data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert emu.admin("users", method="GET").get_json()["users"] == before
