@@ -72,17 +72,22 @@ def test_a_redis_uri_gets_the_guarded_store_and_the_config_keeps_what_was_set(ap
     dispose(app)
 
 
-def test_token_requests_pay_the_bound_once_per_period(app_config, broken_redis, caplog):
-    app = make_app(app_config, broken_redis)
+@pytest.mark.parametrize("redis", ["silent", "dead"])
+def test_token_requests_pay_the_bound_once_per_period(app_config, request, silent_server,
+                                                      redis, caplog):
+    app = make_app(app_config, request.getfixturevalue(f"{redis}_redis"))
     client = app.test_client()
     with caplog.at_level(logging.INFO):
         first, first_seconds = elapsed(token_request, client)
+        asked = silent_server.received
         rest = [elapsed(token_request, client) for _ in range(10)]
     dispose(app)
     assert first.status_code == REFUSED
     assert first_seconds < BOUND + SLACK
     assert all(r.status_code == REFUSED for r, _ in rest)
-    assert max(seconds for _, seconds in rest) < 0.2  # the breaker is open: Redis not asked
+    assert silent_server.received == asked  # the breaker is open: Redis is not asked at all
+    # (asking it would cost the command timeout twice, once per limit)
+    assert max(seconds for _, seconds in rest) < BOUND
     assert len(store_warnings(caplog)) == 1  # logged once per period
 
 
@@ -94,7 +99,7 @@ def test_the_browser_sign_in_limit_fails_open_just_as_fast(app_config, broken_re
     dispose(app)
     assert [r.status_code for r, _ in timed] == [303] * 4  # not enforced while Redis is down
     assert timed[0][1] < BOUND + SLACK
-    assert max(seconds for _, seconds in timed[1:]) < 0.2
+    assert max(seconds for _, seconds in timed[1:]) < 0.25  # no timeout paid again
 
 
 def test_after_the_period_one_request_tries_again(app_config, silent_redis, silent_server,
@@ -103,14 +108,14 @@ def test_after_the_period_one_request_tries_again(app_config, silent_redis, sile
     client = app.test_client()
     with caplog.at_level(logging.WARNING):
         token_request(client)
-        tried = silent_server.accepted
+        asked = silent_server.received
         time.sleep(0.6)
         trial, trial_seconds = elapsed(token_request, client)
         after = [elapsed(token_request, client)[1] for _ in range(5)]
     dispose(app)
     assert trial.status_code == REFUSED and trial_seconds < BOUND + SLACK
-    assert silent_server.accepted >= tried  # it asked Redis again (perhaps on a pooled socket)
-    assert max(after) < 0.2
+    assert silent_server.received > asked  # the trial asked Redis again
+    assert max(after) < BOUND
     assert len(store_warnings(caplog)) == 2  # one per period
 
 

@@ -68,12 +68,18 @@ class _Listener:
 
 
 class SilentServer(_Listener):
-    """Accepts and reads, never writes: every client waits for its own timeout."""
+    """Accepts and reads, never writes: every client waits for its own timeout.
+
+    `received` counts the chunks read (each command a client sent, roughly).
+    """
+
+    received = 0
 
     def serve(self, conn: socket.socket) -> None:
         while not self.stopped.is_set():
             if not conn.recv(65536):
                 return
+            self.received += 1
 
 
 @dataclass
