@@ -104,14 +104,14 @@ def test_the_browser_sign_in_limit_fails_open_just_as_fast(app_config, broken_re
 
 def test_after_the_period_one_request_tries_again(app_config, silent_redis, silent_server,
                                                   caplog):
-    app = make_app(app_config, silent_redis, RATELIMIT_STORE_BREAKER_SECONDS=0.5)
+    app = make_app(app_config, silent_redis, RATELIMIT_STORE_BREAKER_SECONDS=2.0)
     client = app.test_client()
     with caplog.at_level(logging.WARNING):
         token_request(client)
         asked = silent_server.received
-        time.sleep(0.6)
+        time.sleep(2.1)
         trial, trial_seconds = elapsed(token_request, client)
-        after = [elapsed(token_request, client)[1] for _ in range(5)]
+        after = [elapsed(token_request, client)[1] for _ in range(3)]
     dispose(app)
     assert trial.status_code == REFUSED and trial_seconds < BOUND + SLACK
     assert silent_server.received > asked  # the trial asked Redis again
