@@ -70,7 +70,8 @@ def _discard(connection: Connection) -> None:
         connection.invalidate()
         connection.close()
     except SQLAlchemyError:  # pragma: no cover - a second failure changes nothing
-        log.debug("discarding a failed connection failed too")
+        log.debug("discarding a failed connection failed too",
+                  extra={"event": "database_unavailable"})
 
 
 def _replace_teardown(app: Flask) -> None:
@@ -86,7 +87,8 @@ def _quiet_teardown(_exc: Any) -> None:
     try:
         end_request_transaction()
     except SQLAlchemyError as exc:
-        log.error("database failure while ending a transaction: %s", driver_error_name(exc))
+        log.error("database failure while ending a transaction: %s", driver_error_name(exc),
+                  extra={"event": "database_unavailable"})
 
 
 def driver_error_name(exc: BaseException) -> str:

@@ -87,7 +87,8 @@ class Breaker:
         with self._lock:
             if self._open_until is not None:
                 self._open_until, self._trial = None, False
-                log.info("rate-limit store answers again; limits are counted again")
+                log.info("rate-limit store answers again; limits are counted again",
+                         extra={"event": "ratelimit_store_restored"})
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -96,7 +97,8 @@ class Breaker:
         if reopening:  # once per period: the failures while it is open never reach here
             log.warning("rate-limit store failed (%s); limits let requests through for %g s",
                         type(exc).__name__, self.period,
-                        extra={"reason": "ratelimit_store_unavailable"})
+                        extra={"event": "ratelimit_store_failed",
+                               "reason": "ratelimit_store_unavailable"})
 
 
 def _guard(method: str, when_open: Callable[..., Any]) -> Callable[..., Any]:

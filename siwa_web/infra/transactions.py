@@ -53,13 +53,13 @@ def commit_or_confirm(session: Session, stored: Callable[[], bool], what: str) -
         _rollback(session)
         log.error("COMMIT failed and the database cannot be asked whether it was applied: "
                   "%s may be stored, and was answered 503", what,
-                  extra={"reason": "commit_outcome_unknown"})
+                  extra={"event": "commit_outcome_unknown", "reason": "commit_outcome_unknown"})
         raise lost from None
     if not applied:
         _rollback(session)
         raise lost
     log.warning("COMMIT failed but was applied: %s is stored and answered as a success", what,
-                extra={"reason": "commit_answer_lost"})
+                extra={"event": "commit_answer_lost", "reason": "commit_answer_lost"})
     session.info[COMMITTED] = True
 
 
@@ -67,4 +67,5 @@ def _rollback(session: Session) -> None:
     try:
         session.rollback()
     except SQLAlchemyError:
-        log.debug("rollback after a database failure failed too")
+        log.debug("rollback after a database failure failed too",
+                  extra={"event": "database_unavailable"})

@@ -142,6 +142,13 @@ EVENTS: dict[str, Event] = {
     "readiness_restored": Event("rdy", None, "/readyz answers 200 again", "", LOG),
     "ratelimit_store_failed": Event(None, "rlx", "The rate-limit store failed; the request "
                                     "was let through", "", LOG),
+    "ratelimit_store_restored": Event("rlo", None, "The rate-limit store answers again; limits "
+                                      "are counted again", "", LOG),
+    "commit_answer_lost": Event(None, "cal", "A COMMIT's answer was lost but it was applied: "
+                                "answered as a success", "reason", LOG),
+    "commit_outcome_unknown": Event(None, "cou", "A COMMIT failed and the database could not "
+                                    "be asked whether it was applied: answered 503, the work "
+                                    "may be stored", "reason", LOG),
     "ratelimit_hooks": Event("rlh", None, "At start-up: which limits are checked before "
                              "every request", "", LOG),
     "sqlite_gate_busy": Event(None, "sqb", "SQLite's writer gate was busy too long", "", LOG),

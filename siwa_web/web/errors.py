@@ -72,7 +72,8 @@ def database_unavailable(exc: BaseException) -> Response:
     """
     ref = new_reference()
     log.error("database unavailable on %s: %s", request.path, driver_error_name(exc),
-              extra={"ref": ref, "reason": "database_unavailable"})
+              extra={"event": "database_unavailable", "ref": ref,
+                     "reason": "database_unavailable"})
     if wants_json():
         return render_oauth_error(TemporarilyUnavailableError(reason="database_unavailable"))
     response = make_response(render_error(
@@ -90,7 +91,8 @@ def _database_failed(exc: Exception) -> Response:
     try:
         db.session.rollback()
     except SQLAlchemyError:
-        log.debug("rollback after a database failure failed too")
+        log.debug("rollback after a database failure failed too",
+                  extra={"event": "database_unavailable"})
     return database_unavailable(exc)
 
 
@@ -107,7 +109,7 @@ def _end_transaction(response: Response) -> Response:
     except SQLAlchemyError as exc:
         if committed:
             log.error("database failure after this request committed (answer kept): %s",
-                      driver_error_name(exc))
+                      driver_error_name(exc), extra={"event": "database_unavailable"})
             return response
         return database_unavailable(exc)
     return response
