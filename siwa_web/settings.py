@@ -84,6 +84,10 @@ PERMANENT_SESSION_LIFETIME = SESSION_ABSOLUTE_TIMEOUT
 # so re-signing it on every response to push its expiry along would buy nothing.
 SESSION_REFRESH_EACH_REQUEST = False
 WTF_CSRF_TIME_LIMIT = None  # CSRF tokens live as long as the session
+# Flask-WTF's https-only check wants a same-origin Referer, which no browser sends us: every page
+# is served with `Referrer-Policy: no-referrer`, so it refused every form over https. The token,
+# plus Fetch Metadata / Origin on the dashboard and consent pages (web/origin.py), do that job.
+WTF_CSRF_SSL_STRICT = False
 
 # --- Our token service ------------------------------------------------------------------------
 ACCESS_TOKEN_TTL = 600

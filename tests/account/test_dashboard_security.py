@@ -215,3 +215,32 @@ def test_concurrent_unlinks_never_leave_zero_identities(app, fake_apple):
         assert left == 1
     assert len(events(app, "identity_unlinked")) == 12
     assert me.is_signed_in()
+
+
+@pytest.mark.parametrize("path", ["/dashboard/sessions/revoke-others", "/auth/logout"])
+def test_forms_work_over_https_where_browsers_send_no_referer(app, fake_apple, path):
+    """Every page is served with `Referrer-Policy: no-referrer`, so a browser's form POST has no
+    `Referer`; over https, Flask-WTF's strict referrer check (on by default) refused every form
+    with 400 "The referrer header is missing". The token and Fetch Metadata are the checks."""
+    laptop = Browser(app, fake_apple).sign_in(SUB_A)
+    phone = Browser(app, fake_apple, SAFARI_IPHONE).sign_in(SUB_A)
+    token = laptop.csrf()
+    resp = laptop.client.post(path, data={"csrf_token": token}, base_url="https://localhost",
+                              headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"})
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:300]
+    with app.app_context():
+        revoked = db.session.scalars(select(WebSession).where(
+            WebSession.revoked_at.is_not(None))).all()
+    assert len(revoked) == 1
+    assert ("iPhone" in revoked[0].user_agent) == (path != "/auth/logout")
+    assert phone.client.get("/dashboard").status_code == (302 if path != "/auth/logout" else 200)
+
+
+def test_a_forged_token_over_https_is_still_refused(app, fake_apple):
+    laptop = Browser(app, fake_apple).sign_in(SUB_A)
+    before = snapshot(app)
+    resp = laptop.client.post("/dashboard/sessions/revoke-others", data={"csrf_token": "forged"},
+                              base_url="https://localhost",
+                              headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"})
+    assert resp.status_code == 400
+    assert snapshot(app) == before
