@@ -30,7 +30,7 @@ run: install
 	SIWA_ISSUER=$${SIWA_ISSUER:-http://$(HOST):$(PORT)} $(BIN)/flask --app app run --host $(HOST) --port $(PORT)
 
 browser-deps:
-	@bash scripts/ensure_chromium.sh
+	@bash scripts/ensure_browsers.sh
 
 test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -22,8 +22,9 @@ from support.config import SERVICES_ID
 from support.config import TEAM_ID
 from support.config import count_rows
 
-pytest_plugins = ["support.apple", "support.emulator", "support.faults", "support.limits",
-                  "support.servers", "support.tokens", "support.web", "support.teams"]
+pytest_plugins = ["support.apple", "support.browsers", "support.emulator", "support.faults",
+                  "support.limits", "support.servers", "support.tokens", "support.web",
+                  "support.teams"]
 
 @pytest.fixture(scope="session")
 def apple_private_key_pem() -> str:

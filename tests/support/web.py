@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -16,6 +17,7 @@ from werkzeug.serving import make_server
 
 from siwa_web import create_app
 from siwa_web.infra.extensions import db
+from support.browsers import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -99,9 +101,10 @@ class _Server(threading.Thread):
     one), so no other process can take the port between choosing it and serving on it; the
     app, which must know its own address, is plugged in afterwards."""
 
-    def __init__(self, wsgi_app=None, port: int = 0) -> None:
+    def __init__(self, wsgi_app=None, port: int = 0, ssl_context=None) -> None:
         super().__init__(daemon=True)
-        self.server = make_server("127.0.0.1", port, wsgi_app or _not_yet, threaded=True)
+        self.server = make_server("127.0.0.1", port, wsgi_app or _not_yet, threaded=True,
+                                  ssl_context=ssl_context)
         self.port = self.server.server_port
 
     def serve(self, wsgi_app) -> None:
@@ -125,17 +128,21 @@ class LiveServer:
     emulator: object
 
 
-@pytest.fixture
-def live_server(app_config):
-    """Run the app and a standalone Apple emulator on two different sites (cross-site POST)."""
+@contextmanager
+def serve_live(app_config: dict, tls: tuple[str, str] | None = None) -> Iterator[LiveServer]:
+    """Run the app and a standalone Apple emulator on two different sites (cross-site POST).
+
+    With `tls` (certificate and key files for localhost) the app is served over https, as in
+    production: its cookies are then `Secure` and named `__Host-siwa` / `__Secure-siwa-tx`.
+    """
     from siwa_web.emulator import create_emulator_app
     from siwa_web.emulator import settings_from_app
 
-    app_server, emu_server = _Server(), _Server()
+    app_server, emu_server = _Server(ssl_context=tls), _Server()
     app_port, emu_port = app_server.port, emu_server.port
     config = dict(app_config)
     config.update(
-        ISSUER=f"http://localhost:{app_port}",
+        ISSUER=f"{'https' if tls else 'http'}://localhost:{app_port}",
         APPLE_BASE_URL=f"http://127.0.0.1:{emu_port}",
         APPLE_EMULATOR=True,
         SESSION_COOKIE_SECURE=None,
@@ -147,13 +154,51 @@ def live_server(app_config):
     emulator = create_emulator_app(settings)
     app_server.serve(app)
     emu_server.serve(emulator)
-    servers = [app_server, emu_server]
-    yield LiveServer(app, config["ISSUER"], config["APPLE_BASE_URL"], emulator)
-    for server in servers:
-        server.stop()
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    try:
+        yield LiveServer(app, config["ISSUER"], config["APPLE_BASE_URL"], emulator)
+    finally:
+        for server in (app_server, emu_server):
+            server.stop()
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def live_server(app_config):
+    """The app on http://localhost:<port>, the emulator on http://127.0.0.1:<port>."""
+    with serve_live(app_config) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def localhost_tls(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for localhost (certificate file, key file), made for the run."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = folder / "localhost.pem", folder / "localhost-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
 
 
 def browser_sign_in(page, live: LiveServer, *, new_user: bool = True, first: str = "Maria",
@@ -178,11 +223,10 @@ def browser_sign_in(page, live: LiveServer, *, new_user: bool = True, first: str
 
 @pytest.fixture(scope="session")
 def chromium():
-    """A headless Debian Chromium driven by Playwright; skipped loudly where impossible."""
+    """A headless Debian Chromium driven by Playwright; skipped loudly where it is missing,
+    and failing in CI (CI=true)."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing and could not be installed (make browser-deps)")
-    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():  # pragma: no cover
-        pytest.skip("chromium not found")
+        unavailable(CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
