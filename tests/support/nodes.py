@@ -1,7 +1,7 @@
 """siwa-web nodes as real processes behind a switchable load balancer (tests/test_nodes.py).
 
-A `Cluster` is what an operator runs: one PostgreSQL database (created for the run, migrated
-with `flask db upgrade`, dropped at the end), one Redis rate-limit store, the Apple emulator as
+A `Cluster` is what an operator runs: one PostgreSQL database (the suite's, migrated with
+`flask db upgrade`, emptied at the end), one Redis rate-limit store, the Apple emulator as
 its own process (`flask emulator run`), and each node a `gunicorn -c gunicorn.conf.py app:app`
 of its own, on its own port, with the same SIWA_* environment. Browsers reach the nodes through
 `Balancer`, a TCP proxy on the one public address (the ISSUER) that sends each new connection
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Balancer(threading.Thread):
         self.listener = socket.create_server((HOST, 0))
         self.port = self.listener.getsockname()[1]
         self._stopping = False
+        self._open: set[socket.socket] = set()
 
     def run(self) -> None:
         while not self._stopping:
@@ -76,14 +78,22 @@ class Balancer(threading.Thread):
         except OSError:
             client.close()
             return
+        self._open.update((client, upstream))
         pump = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
         pump.start()
         _pipe(client, upstream)
         pump.join(30)
 
     def stop(self) -> None:
+        """Stop accepting and close every connection (the nodes then have no client left)."""
         self._stopping = True
         self.listener.close()
+        for sock in list(self._open):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -159,11 +169,30 @@ class Cluster:
 
     def mark(self) -> dict[str, int]:
         """How many requests each node has answered so far (for `served`)."""
-        return {name: len(node.requests()) for name, node in self.nodes.items()}
+        return self._settled()
 
     def served(self, name: str, since: dict[str, int]) -> list[str]:
         """Request lines node `name` answered after `since` (a `mark`)."""
+        self._settled()
         return self.nodes[name].requests()[since[name]:]
+
+    def _settled(self, quiet: float = 0.3, timeout: float = 5.0) -> dict[str, int]:
+        """The access-log line counts once no node has added a line for `quiet` seconds.
+
+        gunicorn writes a request's line just after sending the response, so a client that
+        has its answer may read the log a moment too early.
+        """
+        deadline = time.monotonic() + timeout
+        counts = {name: len(node.requests()) for name, node in self.nodes.items()}
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = {name: len(node.requests()) for name, node in self.nodes.items()}
+            if now != counts:
+                counts, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return counts
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.name}\n{n.log.read_text(errors='replace')[-4000:]}"
@@ -220,14 +249,9 @@ def _spawn(cluster: Cluster, argv: list[str], log: Path, env: dict[str, str] | N
 
 
 @contextmanager
-def cluster(server_url: str, redis_url: str, workdir: Path, names: tuple[str, ...] = ("a", "b"),
-            **settings: str) -> Iterator[Cluster]:
-    """A fresh database on the PostgreSQL server `server_url`, and the nodes `names` on it."""
-    name = f"siwa_nodes_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = server_url.rsplit("/", 1)[0] + "/" + name
+def cluster(database_url: str, redis_url: str, workdir: Path,
+            names: tuple[str, ...] = ("a", "b"), **settings: str) -> Iterator[Cluster]:
+    """The nodes `names` on the PostgreSQL database `database_url`, emptied afterwards."""
     ports = {n: free_port() for n in names}
     balancer = Balancer(ports)
     emulator_port = free_port()
@@ -256,10 +280,12 @@ def cluster(server_url: str, redis_url: str, workdir: Path, names: tuple[str, ..
         balancer.start()
         yield found
     finally:
+        for browser in found.browsers:
+            browser.session.close()
         balancer.stop()
         for process in found.processes:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown; werkzeug's stop
         for process in found.processes:
             try:
                 process.wait(15)
@@ -267,9 +293,19 @@ def cluster(server_url: str, redis_url: str, workdir: Path, names: tuple[str, ..
                 process.kill()
                 process.wait(5)
         _clear_redis(redis_url, prefix)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        _empty(database_url)
+
+
+def _empty(database_url: str) -> None:
+    """Leave the suite's database as the other PostgreSQL tests expect it: migrated, empty."""
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+            "AND tablename <> 'alembic_version'"))]
+        if tables:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
+    engine.dispose()
 
 
 def _clear_redis(redis_url: str, prefix: str) -> None:
