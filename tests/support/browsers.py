@@ -454,20 +454,15 @@ def real_live(real_page, app_config, request):
         yield live
 
 
-def real_sign_in(page: RealPage, live, *, new_user: bool = True, first: str = "Maria",
-                 last: str = "Ruiz", email: str = "maria@example.com",
-                 hide_email: bool = True) -> None:
-    """Our login page → the emulator's account (and, the first time, consent) page → back."""
+def real_sign_in(page: RealPage, live, *, first: str = "Maria", last: str = "Ruiz",
+                 email: str = "maria@example.com", hide_email: bool = True) -> None:
+    """Our login page → the emulator's new-user and consent pages → back on the dashboard."""
     page.goto(f"{live.url}/auth/login")
     page.click("Sign in with Apple")
     page.wait_for_url(live.emulator_url)
-    if new_user:
-        page.check("New test user").fill("First name", first).fill("Last name", last).fill(
-            "Email", email)
-    else:
-        page.check(f"{first} {last}")
+    page.check("New test user").fill("First name", first).fill("Last name", last).fill(
+        "Email", email)
     page.click("Continue")
-    if new_user:
-        page.check("Hide My Email" if hide_email else "Share My Email")
-        page.click("Continue", navigates=False)  # then Apple's page posts itself to us
+    page.check("Hide My Email" if hide_email else "Share My Email")
+    page.click("Continue", navigates=False)  # then Apple's page posts itself to us
     page.wait_for_url(f"{live.url}/dashboard")
