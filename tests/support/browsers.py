@@ -128,21 +128,35 @@ class RealPage:
     def url(self) -> str:
         return self.evaluate("location.href")
 
+    def find(self, kind: str, text: str, prefix: bool) -> Any:
+        try:
+            return self._find(kind, text, prefix)
+        except Exception as exc:  # noqa: BLE001 - re-raised with where the page was
+            raise AssertionError(f"{exc}; the {self.engine} page is at {self._where()}") from None
+
     def click(self, text: str, *, prefix: bool = False, navigates: bool = True) -> None:
         """Click the link or button reading `text` (or starting with it); by default wait for
         the document it loads."""
-        self._click(self._find("action", text, prefix))
+        self._click(self.find("action", text, prefix))
         if navigates:
             _wait(lambda: self.evaluate(NEW_DOCUMENT), f"a new page after clicking {text!r}")
 
     def fill(self, label: str, value: str) -> RealPage:
-        self._type(self._find("label", label, False), value)
+        """Type `value` into the field labelled `label`; what it holds afterwards is checked."""
+        element = self.find("label", label, False)
+        self._type(element, value)
+        _wait(lambda: self.evaluate_on(element, "(e) => e.value") == value,
+              f"{label!r} to hold {value!r}", timeout=5)
         return self
 
     def check(self, label: str) -> RealPage:
-        element = self._find("label", label, True)
+        """Click the checkbox or radio button labelled `label` (its label's text starting so)
+        unless it is checked; that it is checked afterwards is checked."""
+        element = self.find("label", label, True)
         if not self.evaluate_on(element, "(e) => e.checked"):
             self._click(element)
+        _wait(lambda: self.evaluate_on(element, "(e) => e.checked"), f"{label!r} checked",
+              timeout=5)
         return self
 
     def evaluate_on(self, element: Any, function: str) -> Any:
@@ -287,8 +301,9 @@ class FirefoxPage(RealPage):
                 {"type": "pointerDown", "button": 0}, {"type": "pointerUp", "button": 0}]}]})
 
     def _type(self, element: dict[str, Any], value: str) -> None:
-        self._call("(e) => { e.value = ''; }", element)
-        self._click(element)  # focus it as a person does
+        self._call("(e) => { e.value = ''; e.focus(); }", element)
+        _wait(lambda: self._call("(e) => document.activeElement === e", element)["value"],
+              "the field to have the focus", timeout=5)
         keys = []
         for char in value:
             keys += [{"type": "keyDown", "value": char}, {"type": "keyUp", "value": char}]
