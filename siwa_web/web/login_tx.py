@@ -26,6 +26,7 @@ from ..models import LoginTransaction
 from ..models.base import now_utc
 
 CALLBACK_PATH = "/auth/apple/callback"
+PLAIN_HTTP_COOKIE = "siwa_tx_http"  # development over http only: see set_cookie
 STATE_MAX = 128
 
 
@@ -69,21 +70,38 @@ def begin(purpose: str, next_url: str, user_id: str | None = None) -> Started:
 
 
 def set_cookie(response: Response, started: Started) -> None:
-    """Hand the browser its secret for this transaction (the only SameSite=None cookie)."""
-    response.set_cookie(
-        cookie_name(),
-        started.browser_secret,
-        max_age=current_app.config["LOGIN_TRANSACTION_TTL"],
-        path=CALLBACK_PATH,
-        secure=True,
-        httponly=True,
-        samesite="None",
-    )
+    """Hand the browser its secret for this transaction (the only SameSite=None cookie).
+
+    Over plain http (development only: production is https) Safari keeps no `Secure` cookie,
+    not even on localhost, so the same secret also goes in a `SameSite=Lax` cookie without
+    `Secure`. Browsers send that one on the emulator's same-site POST back (`make run` serves
+    the emulator from this very origin); a real Apple, cross-site, is reached over https only.
+    """
+    ttl = current_app.config["LOGIN_TRANSACTION_TTL"]
+    response.set_cookie(cookie_name(), started.browser_secret, max_age=ttl, path=CALLBACK_PATH,
+                        secure=True, httponly=True, samesite="None")
+    if not _https():
+        response.set_cookie(PLAIN_HTTP_COOKIE, started.browser_secret, max_age=ttl,
+                            path=CALLBACK_PATH, secure=False, httponly=True, samesite="Lax")
 
 
 def clear_cookie(response: Response) -> None:
     response.delete_cookie(cookie_name(), path=CALLBACK_PATH, secure=True, httponly=True,
                            samesite="None")
+    if not _https():
+        response.delete_cookie(PLAIN_HTTP_COOKIE, path=CALLBACK_PATH, httponly=True,
+                               samesite="Lax")
+
+
+def _https() -> bool:
+    return bool(current_app.config["SESSION_COOKIE_SECURE"])
+
+
+def _browser_secret() -> str:
+    secret = request.cookies.get(cookie_name(), "")
+    if not secret and not _https():
+        secret = request.cookies.get(PLAIN_HTTP_COOKIE, "")
+    return secret
 
 
 def consume(state: str | None) -> LoginTransaction:
@@ -101,7 +119,7 @@ def consume(state: str | None) -> LoginTransaction:
     ).scalar_one_or_none()
     if tx is None:
         raise StateError("unknown state")
-    secret = request.cookies.get(cookie_name(), "")
+    secret = _browser_secret()
     if not hmac.compare_digest(token_hash(secret), tx.browser_hash):
         raise StateError("state issued to another browser")
     if tx.consumed_at is not None:
