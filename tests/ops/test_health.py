@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -25,6 +24,7 @@ from support.config import count_rows
 from support.dashboard import SUB_A
 from support.dashboard import Browser
 from support.dashboard import app_sign_in
+from support.servers import closed_port
 from support.tokens import jwks_client_keys
 from support.tokens import snapshot
 
@@ -41,21 +41,10 @@ def _redis_url() -> str | None:
 REDIS_URL = _redis_url()
 
 
-def closed_port() -> int:
-    """A local port nothing listens on (connections are refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def silent_port():
+def silent_port(silent_server):
     """A local port that accepts TCP connections and never says a word (a hung server)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield listener.getsockname()[1]
-    listener.close()
+    return silent_server.port
 
 
 @pytest.fixture
