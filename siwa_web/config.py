@@ -75,6 +75,7 @@ def _finish(app: Flask) -> None:
         cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'siwa.sqlite'}"
     _check_numbers(cfg)
     _choose_log_format(app)
+    _check_metrics_token(cfg)
     _check_rate_limits(cfg)
     _size_pool(cfg)
     _bound_connecting(cfg)
@@ -103,6 +104,7 @@ NUMBERS: dict[str, tuple[type, float]] = {
     "APPLE_TOKEN_CHECK_JITTER": (float, 0), "APPLE_TOKEN_CHECK_LEASE": (int, 60),
     "ACCOUNT_DELETION_MAX_AUTH_AGE": (int, 0),
     "APPLE_CALL_DEADLINE": (float, 0.001), "APPLE_SIGN_IN_BUDGET": (float, 0.001),
+    "METRICS_OUTBOX_CACHE_SECONDS": (float, 0),
 }
 
 
@@ -131,6 +133,21 @@ def _choose_log_format(app: Flask) -> None:
     if fmt not in ("json", "text"):
         raise ConfigError("LOG_FORMAT", f'must be "json" or "text", got {fmt!r}')
     app.config["LOG_FORMAT"] = fmt
+
+
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _check_metrics_token(cfg: dict) -> None:
+    """A scraper's token is a password: refuse one short enough to guess (never echo it)."""
+    token = cfg.get("METRICS_TOKEN")
+    if token in (None, ""):
+        cfg["METRICS_TOKEN"] = None
+        return
+    if not isinstance(token, str) or len(token) < METRICS_TOKEN_MIN_LENGTH \
+            or not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError("METRICS_TOKEN", f"must be at least {METRICS_TOKEN_MIN_LENGTH} "
+                          "printable ASCII characters without spaces")
 
 
 RATE_LIMITS = (

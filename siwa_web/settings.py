@@ -122,6 +122,10 @@ CLIENT_CACHE_SECONDS = 5  # the authorization endpoint's per-worker copy of each
 
 # --- Operations (siwa_web/ops) ----------------------------------------------------------------
 HEALTH_CHECK_TIMEOUT = 2.0  # /readyz answers 503 when a dependency is silent this long (seconds)
+# GET /metrics (Prometheus) answers only a scraper presenting this as a Bearer token; unset, the
+# endpoint does not exist (404) and nothing is counted. At least 16 characters.
+METRICS_TOKEN = None
+METRICS_OUTBOX_CACHE_SECONDS = 5.0  # each worker reads the outbox gauges at most this often
 
 # --- Retention (`flask prune`) ----------------------------------------------------------------
 PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long

@@ -1,4 +1,4 @@
-"""Plumbing every part shares: extensions, logging, crypto, headers, pools, rate-limit store."""
+"""Plumbing every part shares: extensions, logging, metrics, crypto, headers, pools, rate limits."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -13,9 +13,11 @@ def init_app(app: Flask) -> None:
     from . import csrf
     from . import database
     from . import logs
+    from . import metrics
     from . import ratelimit
     from . import security_headers
 
+    metrics.init_app(app)  # first: its request timing wraps every other hook
     logs.init_app(app)
     database.init_app(app)
     csrf.init_app(app)
