@@ -29,6 +29,16 @@ log = logging.getLogger("siwa_web.apple")
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_ERROR_TEXT = 200
 
+#: Told of every call to Apple: (endpoint, outcome, seconds). Endpoints: token (code exchange),
+#: refresh, revoke, keys. Outcomes: success (200), rejected (400/401), throttled (429),
+#: server_error (5xx), unexpected_status, timeout, connection_error. The app passes its metrics
+#: recorder here (infra/apple_client.py), so this Flask-free core imports no metrics code.
+Observer = Callable[[str, str, float], None]
+
+
+def _ignore(_endpoint: str, _outcome: str, _seconds: float) -> None:
+    pass
+
 
 class AppleClient:
     """One Apple team: a shared HTTP session, client secrets and Apple's key set.
@@ -38,8 +48,9 @@ class AppleClient:
     """
 
     def __init__(self, settings: AppleSettings, session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, observer: Observer | None = None) -> None:
         self.settings = settings
+        self.observer = observer or _ignore
         self.session = session or http.session(settings.http_idle_seconds,
                                                base_url=settings.base_url)
         self._clock = clock
@@ -101,7 +112,8 @@ class AppleClient:
         return _answer(what, self._send(what, "POST", url, data=form))
 
     def _send(self, what: str, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """One request, ended by its deadline (or the budget's) however slowly Apple answers.
+        """One request, sent once and ended by its deadline (or the budget's) however slowly
+        Apple answers; the observer learns how it went and how long it took.
 
         :raises AppleUnavailable: no time left, a timeout, a refused or cut connection.
         """
@@ -111,18 +123,27 @@ class AppleClient:
         except http.DeadlinePassed as exc:
             log.warning("Apple %s call not made: the time allowed for Apple is spent", what,
                         extra={"event": "apple_unavailable"})
+            self.observer(what, "timeout", 0.0)
             raise AppleUnavailable(f"Apple {what} call not made: no time left") from exc
         timeout = (min(s.connect_timeout, seconds), min(s.read_timeout, seconds))
         started = time.monotonic()
+        outcome = "connection_error"
         try:
             with http.deadline(seconds):
-                return self.session.request(method, url, timeout=timeout, allow_redirects=False,
+                resp = self.session.request(method, url, timeout=timeout, allow_redirects=False,
                                             headers={"Accept": "application/json"}, **kwargs)
         except requests.RequestException as exc:
+            if isinstance(exc, requests.Timeout):
+                outcome = "timeout"
             spent = time.monotonic() - started
             log.warning("Apple %s call failed after %.1f s: %s", what, spent, type(exc).__name__,
                         extra={"event": "apple_unavailable"})
             raise AppleUnavailable(f"Apple {what} call failed: {type(exc).__name__}") from exc
+        else:
+            outcome = _outcome(resp.status_code)
+            return resp
+        finally:
+            self.observer(what, outcome, time.monotonic() - started)
 
     def _fetch_jwks(self) -> dict[str, Any]:
         resp = self._send("keys", "GET", self.settings.keys_url)
@@ -132,6 +153,17 @@ class AppleClient:
         if body is None:
             raise AppleUnavailable("Apple keys call answered non-JSON")
         return body
+
+
+def _outcome(status: int) -> str:
+    """An HTTP status as one of the observer's few outcomes (Apple's error text is not one)."""
+    if status == 200:
+        return "success"
+    if status in (400, 401):
+        return "rejected"
+    if status == 429:
+        return "throttled"
+    return "server_error" if status >= 500 else "unexpected_status"
 
 
 def _answer(what: str, resp: requests.Response) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from flask import current_app
 
 from ..apple import AppleClient
 from ..apple import AppleSettings
+from . import metrics
 
 EXTENSION_KEY = "siwa.apple"
 
@@ -34,8 +35,14 @@ def settings_from_config(config: dict) -> AppleSettings:
 
 
 def init_app(app: Flask) -> None:
-    """Build the app's AppleClient once; its key and secret caches then live as long as the app."""
-    app.extensions[EXTENSION_KEY] = AppleClient(settings_from_config(app.config))
+    """Build the app's AppleClient once; its key and secret caches then live as long as the app.
+
+    With metrics on, every call to Apple is counted and timed (`metrics.Recorder.apple_call`).
+    """
+    recorder = metrics.recorder(app)
+    observer = recorder.apple_call if recorder.enabled else None
+    app.extensions[EXTENSION_KEY] = AppleClient(settings_from_config(app.config),
+                                                observer=observer)
 
 
 def apple_client() -> AppleClient:

@@ -5,6 +5,11 @@ siwa-web session and nothing needs asking (single sign-on: no trip to Apple); ot
 waits (`pending`) while the person signs in with Apple or decides on the consent page, and
 is answered from there. Only `client_id` / `redirect_uri` problems stay on siwa-web's error
 page; every other answer goes to the app's redirect URI with `state` and `iss`.
+
+Each answer is counted in `siwa_authorize_requests_total` by outcome: `code` (a code went to
+the app), `login` / `consent` (the request waits for a sign-in or a decision), the OAuth error
+code sent to the app, `unsafe_request` (bad client_id / redirect_uri: our error page),
+`expired` (a waiting request that is gone) and `rate_limited`.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from ..infra import metrics
 from ..infra.extensions import csrf
 from ..infra.extensions import db
 from ..models import WebSession
@@ -130,6 +136,7 @@ def _rate_limited() -> ResponseReturnValue | None:
     try:
         ratelimits.hit_setting("RATELIMIT_AUTHORIZE_PER_IP", "authorize", request.remote_addr or "")
     except ratelimits.RateLimited as exc:
+        metrics.recorder().authorize("rate_limited")
         minutes = max(1, round(exc.retry_after / 60))
         body, status = render_error(
             429, "Too many sign-in requests",
@@ -183,6 +190,7 @@ def _wait(req: AuthorizationRequest, step: str, *,
     secret, new = pending.browser_secret()
     handle = pending.store(req, secret, login_after=login_after)
     db.session.commit()
+    metrics.recorder().authorize(step)
     if step == "login":
         target = url_for("auth.login", next=url_for("provider.resume", request=handle),
                          prompt="login" if login_after is not None else None)
@@ -205,6 +213,7 @@ def _issue(req: AuthorizationRequest, client: clients.ActiveClient,
         code_challenge=req.code_challenge, auth_time=session_row.auth_time,
     )
     db.session.commit()
+    metrics.recorder().authorize("code")
     return responses.code(req.redirect_uri, req.response_mode, code=code, state=req.state,
                           issuer=settings.issuer)
 
@@ -226,11 +235,13 @@ def _error(redirect_uri: str, response_mode: str, exc: OAuth2Error, state: str |
     log.info("authorization request refused: %s", exc.reason,
              extra={"event": "authorization_refused", "reason": exc.reason,
                     "client_id": client_id})
+    metrics.recorder().authorize(exc.error)
     return responses.error(redirect_uri, response_mode, exc, state=state,
                            issuer=server().settings.issuer)
 
 
 def _unsafe(exc: authorize.UnsafeRequest) -> ResponseReturnValue:
+    metrics.recorder().authorize("unsafe_request")
     ref = new_reference()
     log.warning("authorization request not answerable: %s", exc.reason,
                 extra={"event": "authorization_unanswerable", "reason": exc.reason})
@@ -240,6 +251,7 @@ def _unsafe(exc: authorize.UnsafeRequest) -> ResponseReturnValue:
 
 
 def _expired() -> ResponseReturnValue:
+    metrics.recorder().authorize("expired")
     body, status = render_error(
         400, "This sign-in request is no longer valid",
         "It may have expired, been answered already, or been started in another browser.",

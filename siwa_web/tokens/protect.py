@@ -11,11 +11,13 @@ from flask import g
 from flask import request
 from werkzeug.local import LocalProxy
 
+from ..infra import metrics
 from ..oauth import Principal
 from ..oauth.errors import InsufficientScopeError
 from ..oauth.errors import InvalidBearerRequestError
 from ..oauth.errors import InvalidTokenError
 from ..oauth.errors import MissingTokenError
+from ..oauth.errors import OAuth2Error
 from .extension import EXTENSION
 
 
@@ -53,11 +55,17 @@ def authenticate(scope: str | None = None, audience: str | None = None) -> Princ
     through Flask's proxies costs a lookup of its own, and this runs on every API call.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    principal = app.extensions[EXTENSION].authenticate(
-        _bearer_token(request._get_current_object()),  # type: ignore[attr-defined]
-        audience=audience)
-    if scope is not None and not principal.token.has_scope(scope):
-        raise InsufficientScopeError(scope, reason="insufficient_scope")
+    count = metrics.recorder(app)
+    try:
+        principal = app.extensions[EXTENSION].authenticate(
+            _bearer_token(request._get_current_object()),  # type: ignore[attr-defined]
+            audience=audience)
+        if scope is not None and not principal.token.has_scope(scope):
+            raise InsufficientScopeError(scope, reason="insufficient_scope")
+    except OAuth2Error as error:
+        count.bearer_check(error.error or "missing_token")  # RFC 6750 §3.1: no code then
+        raise
+    count.bearer_check("success")
     g._get_current_object().siwa_principal = principal  # type: ignore[attr-defined]
     return principal
 

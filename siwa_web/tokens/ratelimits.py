@@ -19,6 +19,7 @@ from limits import parse_many
 from limits.storage import Storage
 from limits.strategies import STRATEGIES
 
+from ..infra import metrics
 from ..infra.extensions import limiter
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,15 @@ def hit_setting(setting: str, scope: str, key: str) -> None:
     """Count one request of `key` against the limit configured as `setting`, in the app's
     limiter store, with the app's strategy and error handling; nothing when limits are off.
 
-    :raises RateLimited:
+    :raises RateLimited: (and counts the refusal under the setting's name in the metrics)
     """
     cfg = current_app.config
     if not cfg.get("RATELIMIT_ENABLED", True):
         return
-    hit(limiter.storage, cfg[setting], scope, key,
-        swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
-        strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+    try:
+        hit(limiter.storage, cfg[setting], scope, key,
+            swallow_errors=bool(cfg.get("RATELIMIT_SWALLOW_ERRORS")),
+            strategy_name=cfg.get("RATELIMIT_STRATEGY") or "fixed-window")
+    except RateLimited:
+        metrics.recorder().rate_limited(setting)
+        raise

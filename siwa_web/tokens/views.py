@@ -14,6 +14,7 @@ from flask import request
 from flask.typing import ResponseReturnValue
 
 from ..apple import bounded_json
+from ..infra import metrics
 from ..infra.extensions import csrf
 from ..infra.nostore import no_store
 from ..infra.nostore import no_store_json
@@ -21,6 +22,7 @@ from ..oauth import client_auth
 from ..oauth import scopes
 from ..oauth.errors import InvalidClientError
 from ..oauth.errors import InvalidRequestError
+from ..oauth.errors import OAuth2Error
 from ..oauth.errors import TemporarilyUnavailableError
 from ..oauth.errors import TooManyRequestsError
 from ..oauth.requests import TokenRequest
@@ -116,6 +118,17 @@ def _client_key() -> str:
     return "client:" + value[:64] if isinstance(value, str) and value else ""
 
 
+def _grant_type_label(params: TokenRequest | None) -> str:
+    """The grant type as a metrics label: a registered grant's name, else "other"."""
+    if params is not None:
+        sent = params.grant_type
+    elif request.mimetype == "application/x-www-form-urlencoded":
+        sent = request.form.get("grant_type")
+    else:
+        sent = None  # a JSON body that could not be read as parameters: no grant type to trust
+    return sent if sent in server().grant_types else metrics.OTHER
+
+
 def _limit(setting: str, scope: str, key: str) -> None:
     """Count this request against one configured limit; 429 in OAuth JSON when it is spent."""
     try:
@@ -159,9 +172,18 @@ def _challenge_in_the_clients_scheme(view: Callable[[], ResponseReturnValue]
 @_challenge_in_the_clients_scheme
 def token() -> ResponseReturnValue:
     """Issue tokens for one of the registered grants (token exchange, refresh_token)."""
-    _limit_per_ip()
-    _limit_per_client()
-    body = server().create_token_response(token_request())
+    count = metrics.recorder()
+    params = None
+    try:
+        _limit_per_ip()
+        _limit_per_client()
+        params = token_request()
+        body = server().create_token_response(params)
+    except OAuth2Error as error:
+        count.token_grant(_grant_type_label(params), error.error)
+        raise
+    if count.enabled:
+        count.token_grant(_grant_type_label(params), "success")
     return no_store_json(body)
 
 

@@ -37,7 +37,8 @@ class Failure:
     `reason` and `alert_args` may be functions of the exception, for the parts that name it.
     `alert` is a %-style line logged at ERROR before the page, for failures an operator must
     fix, as the event `alert_event` (models/events.py); `retry_after` (seconds) is sent as
-    Retry-After.
+    Retry-After. `outcome` names the row in the metrics (`siwa_web_sign_ins_total`): fixed,
+    unlike `reason`, which may carry Apple's error code.
     """
 
     catches: tuple[type[Exception], ...]
@@ -45,6 +46,7 @@ class Failure:
     title: str
     message: str
     reason: str | Callable[[Exception], str]
+    outcome: str
     action: str = START_AGAIN
     retry_after: int | None = None
     alert: str | None = None
@@ -65,42 +67,47 @@ FAILURES: tuple[Failure, ...] = (
     Failure((StateError,), 400, "This sign-in attempt is no longer valid",
             "It may have expired, been used already, or been started in another browser. "
             "Nothing was changed.",
-            reason=lambda exc: exc.reason),
+            reason=lambda exc: exc.reason, outcome="invalid_state"),
     Failure((IncompleteAnswer,), 400, "Apple's answer was incomplete",
             "The sign-in code or identity token was missing. Nothing was changed.",
-            reason="missing code or id_token"),
+            reason="missing code or id_token", outcome="incomplete_answer"),
     Failure((AppleUnavailable,), 503, "Apple is not answering right now",
             "We could not reach Apple to finish signing you in. Nothing was changed.",
-            reason="apple unavailable", action=WAIT_A_MINUTE, retry_after=30),
+            reason="apple unavailable", outcome="apple_unavailable", action=WAIT_A_MINUTE,
+            retry_after=30),
     Failure((AppleMisconfigured,), 500, "Sign in with Apple is misconfigured",
             "Apple did not accept this site's credentials. Nothing was changed.",
-            reason="apple invalid_client", action="Please tell the site operator.",
+            reason="apple invalid_client", outcome="apple_misconfigured",
+            action="Please tell the site operator.",
             alert="Apple rejected our client credentials (invalid_client): check "
                   "SIWA_APPLE_TEAM_ID, SIWA_APPLE_KEY_ID, the private key and "
                   "SIWA_APPLE_SERVICES_ID",
             alert_event="apple_invalid_client"),
     Failure((AppleRejected,), 400, "Apple did not accept this sign-in",
             "The sign-in code was expired or already used. Nothing was changed.",
-            reason=lambda exc: f"apple {exc.error}"),
-    Failure((InvalidIdentityToken,), 400, *_UNVERIFIED, reason=lambda exc: exc.reason),
-    Failure((SubjectMismatch,), 400, *_UNVERIFIED, reason="front/back subject mismatch"),
+            reason=lambda exc: f"apple {exc.error}", outcome="apple_rejected"),
+    Failure((InvalidIdentityToken,), 400, *_UNVERIFIED, reason=lambda exc: exc.reason,
+            outcome="invalid_id_token"),
+    Failure((SubjectMismatch,), 400, *_UNVERIFIED, reason="front/back subject mismatch",
+            outcome="subject_mismatch"),
     Failure((IdentityTaken,), 409, "That Apple ID belongs to another account",
             "It is already linked to a different siwa-web account, so it was not linked to "
             "this one.",
-            reason="identity taken",
+            reason="identity taken", outcome="identity_taken",
             action="Sign in with that Apple ID to manage the other account."),
     Failure((WrongAccount,), 403, "That Apple ID is not linked to this account",
             "Please confirm with an Apple ID linked to the account you are signed in to.",
-            reason="reauth with a foreign Apple ID"),
+            reason="reauth with a foreign Apple ID", outcome="wrong_account"),
     Failure((OperationalError,), 503, "We could not finish signing you in",
             "Our database did not answer. Nothing was changed.",
-            reason="database unavailable", action=WAIT_A_MINUTE, retry_after=30,
+            reason="database unavailable", outcome="database_unavailable", action=WAIT_A_MINUTE,
+            retry_after=30,
             alert="database unavailable during sign-in: %s",
             alert_args=lambda exc: (type(exc.orig).__name__,),
             alert_event="database_unavailable"),
     Failure((AccountDisabled,), 403, "This account is disabled",
             "Signing in to it is not possible while it is disabled. Nothing was changed.",
-            reason="account disabled",
+            reason="account disabled", outcome="account_disabled",
             action="If you think this is a mistake, contact the site's support."),
 )
 

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_login import login_required
 
+from ..infra import metrics
 from ..infra.apple_client import apple_client
 from ..infra.extensions import csrf
 from ..infra.extensions import db
@@ -65,8 +66,14 @@ def login() -> ResponseReturnValue:
     return resp
 
 
+def _login_limit_breached(_limit) -> None:
+    """Count the refusal; Flask-Limiter then answers 429 as usual."""
+    metrics.recorder().rate_limited("RATELIMIT_LOGIN_PER_IP")
+
+
 @bp.get("/apple/login")
-@limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"])
+@limiter.limit(lambda: current_app.config["RATELIMIT_LOGIN_PER_IP"],
+               on_breach=_login_limit_breached)
 def start() -> ResponseReturnValue:
     """Start a login transaction and send the browser to Apple."""
     return _to_apple("login", safe_next(request.args.get("next")))
@@ -126,6 +133,7 @@ def callback() -> ResponseReturnValue:
 
 
 def _finished(tx, outcome: signin.Outcome) -> ResponseReturnValue:
+    metrics.recorder().web_sign_in("success")
     if outcome.linked:
         flash("Apple ID linked. You can now sign in with either.", "success")
     elif tx.purpose == "reauth":
@@ -139,6 +147,7 @@ def _finished(tx, outcome: signin.Outcome) -> ResponseReturnValue:
 
 def _cancelled(tx, error: str) -> ResponseReturnValue:
     cancelled = error == "user_cancelled_authorize"
+    metrics.recorder().web_sign_in("cancelled" if cancelled else "apple_error")
     audit.record_failure("web_login", "cancelled" if cancelled else "apple_error")
     if safe_next(tx.next_url).startswith(RETURN_EVEN_IF_CANCELLED):
         # A web app's authorization request waits there: it answers the app (access_denied).
@@ -160,6 +169,7 @@ def _failed(exc: Exception) -> ResponseReturnValue:
     failure = failures.failure_for(exc)
     if failure is None:
         raise exc
+    metrics.recorder().web_sign_in(failure.outcome)
     if failure.alert:
         log.error(failure.alert, *failure.alert_args(exc), extra={"event": failure.alert_event})
     return _fail(failure.status, failure.title, failure.message, failure.reason_for(exc),

@@ -362,3 +362,44 @@ def test_a_malformed_identity_token_is_a_bad_token_not_an_outage(apple, fake_app
     tokens = exchange(apple)
     with pytest.raises(InvalidIdentityToken):
         apple.verify_id_token(tokens.id_token, audience=SERVICES_ID)
+
+
+# --- the observer (how the app's metrics learn of each call) -----------------------------------
+@pytest.mark.parametrize(("reply", "outcome"), [
+    ({}, "success"),
+    ({"status": 400, "json": {"error": "invalid_grant"}}, "rejected"),
+    ({"status": 401, "json": {"error": "invalid_client"}}, "rejected"),
+    ({"status": 429, "text": "slow down"}, "throttled"),
+    ({"status": 503, "text": "<html>down</html>"}, "server_error"),
+    ({"status": 302, "text": ""}, "unexpected_status"),
+    ({"exc": requests.exceptions.ReadTimeout}, "timeout"),
+    ({"exc": requests.exceptions.ConnectTimeout}, "timeout"),
+    ({"exc": requests.exceptions.ConnectionError}, "connection_error"),
+    ({"status": 400, "json": {"error": "x" * 300 + "<script>"}}, "rejected"),
+])
+def test_the_observer_hears_each_call_once_with_a_fixed_outcome_and_its_time(
+        settings, clock, fake_apple, reply, outcome):
+    heard = []
+    apple = AppleClient(settings, clock=clock,
+                        observer=lambda *call: heard.append(call))
+    if reply:
+        fake_apple.next_token_response(delay=0.05, **reply)
+    try:
+        exchange(apple, code=fake_apple.authorize().code)
+    except (AppleUnavailable, AppleRejected, AppleMisconfigured):
+        assert outcome != "success"
+    assert [(endpoint, seen) for endpoint, seen, _ in heard
+            if endpoint == "token"] == [("token", outcome)]
+    seconds = next(s for endpoint, _, s in heard if endpoint == "token")
+    assert seconds >= (0.05 if reply else 0) and seconds < 5
+
+
+def test_the_observer_hears_keys_refresh_and_revoke_by_name(settings, clock, fake_apple):
+    heard = []
+    apple = AppleClient(settings, clock=clock, observer=lambda *call: heard.append(call[:2]))
+    tokens = exchange(apple, code=fake_apple.authorize().code)
+    apple.verify_id_token(tokens.id_token, audience=SERVICES_ID)
+    apple.refresh(client_id=SERVICES_ID, refresh_token=tokens.refresh_token)
+    apple.revoke(client_id=SERVICES_ID, token=tokens.refresh_token)
+    assert heard == [("token", "success"), ("keys", "success"), ("refresh", "success"),
+                     ("revoke", "success")]
