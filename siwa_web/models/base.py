@@ -6,6 +6,8 @@ from datetime import UTC
 from datetime import datetime
 
 from sqlalchemy import DateTime
+from sqlalchemy import Index
+from sqlalchemy import text
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -18,6 +20,14 @@ def now_utc() -> datetime:
 def new_id() -> str:
     """Return a random public identifier for a row."""
     return str(uuid.uuid4())
+
+
+def pending_index(table: str) -> Index:
+    """An outbox's unsent rows by age (a partial index): the metrics' depth and oldest-age
+    query reads only these entries, however many sent rows wait for `flask prune`."""
+    unsent = text("sent_at IS NULL")
+    return Index(f"ix_{table}_pending", "created_at", postgresql_where=unsent,
+                 sqlite_where=unsent)
 
 
 class UTCDateTime(TypeDecorator):

@@ -19,6 +19,7 @@ from .base import Base
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc
+from .base import pending_index
 from .user import User
 
 
@@ -185,6 +186,7 @@ class BackchannelLogout(Base):
     """Outbox row: a web app still to be told, by a logout token, that a session ended."""
 
     __tablename__ = "backchannel_logouts"
+    __table_args__ = (pending_index("backchannel_logouts"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))

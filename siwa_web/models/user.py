@@ -16,6 +16,7 @@ from .base import Base
 from .base import UTCDateTime
 from .base import new_id
 from .base import now_utc
+from .base import pending_index
 
 
 class User(Base):
@@ -127,6 +128,7 @@ class AppleRevocation(Base):
     """Outbox row: an Apple token still to be revoked at Apple (decision D10)."""
 
     __tablename__ = "apple_revocations"
+    __table_args__ = (pending_index("apple_revocations"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(String(255))
