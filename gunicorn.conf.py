@@ -24,6 +24,9 @@ Environment (all optional; command-line flags still win over this file):
                      and no socket is inherited (systemd activation, USR2 re-exec). See
                      "Listening sockets" below.
 
+  PROMETHEUS_MULTIPROC_DIR  where the workers keep their metrics (default: a fresh directory
+                     under /dev/shm, removed when the master exits). See "Metrics" below.
+
 Reloading: `kill -HUP <master>` re-reads this file and replaces every worker without refusing
 or dropping a connection (tests/test_gunicorn_reload.py).
 """
@@ -138,7 +141,8 @@ def _slots(server) -> list[list] | None:
 
 
 def on_starting(server) -> None:
-    """Decide how the workers listen, once gunicorn's command line (`-b`) is applied; bind.
+    """Prepare the metrics directory; decide how the workers listen, once gunicorn's command
+    line (`-b`) is applied; bind.
 
     Runs in the master before it binds anything. Per-worker sockets: bind one per worker here;
     gunicorn then binds nothing (its LISTENERS are set). Otherwise gunicorn binds or inherits the
@@ -146,6 +150,7 @@ def on_starting(server) -> None:
     """
     import socket
 
+    prepare_metrics_dir(server, os.environ)
     server.cfg.set("reuse_port", False)  # never gunicorn's per-worker binding (see above)
     setattr(server, SLOTS, None)
     if not (hasattr(socket, "SO_REUSEPORT") and reuse_port_is_safe(server.cfg.bind, os.environ)):
@@ -197,11 +202,13 @@ def post_fork(server, worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    """In the master, once a worker is gone: close its socket if no worker will take it over.
+    """In the master, once a worker is gone: tell the metrics; close its socket if no worker
+    will take it over.
 
     That is when fewer workers are wanted (TTOU, a reload with fewer workers): nobody would ever
     accept the connections the kernel still sends it. After a crash the replacement takes it.
     """
+    mark_metrics_dead(worker.pid, os.environ)
     slots = _slots(server)
     own = getattr(worker, SLOT, None)
     if not slots or own is None or len(server.WORKERS) < server.num_workers:
@@ -227,3 +234,61 @@ def post_worker_init(worker) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+# --- Metrics ----------------------------------------------------------------------------------
+#
+# Each worker counts into its own files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+# multiprocess mode) and `GET /metrics`, whichever worker answers it, sums them all
+# (siwa_web/ops/metrics.py). The variable must be set before a worker imports prometheus_client,
+# so the master sets it once at start (`on_starting`), before the first fork; the workers
+# inherit it. The directory must not hold files of an earlier run, which would be counted again:
+# a directory given by the operator is emptied at start; by default the master makes a fresh one
+# (on tmpfs, like the heartbeat files) and removes it when it exits. A USR2 upgrade's new master
+# makes its own fresh directory (the old master removes the one it made when it exits).
+# `child_exit` tells prometheus_client that a worker is gone (`mark_process_dead`), which drops
+# its files of live gauges; its counters stay, so totals never go down when a worker is replaced.
+# Nothing here loads prometheus_client before the variable is set.
+
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+MADE_METRICS_DIR = "SIWA_MADE_METRICS_DIR"  # the directory a master of ours made (not given)
+_MADE = "siwa_made_metrics_dir"
+
+
+def prepare_metrics_dir(server, environ) -> str:
+    """Set PROMETHEUS_MULTIPROC_DIR in `environ` to an empty directory; return its path."""
+    import tempfile
+    from pathlib import Path
+
+    given = environ.get(METRICS_DIR, "").strip()
+    if given and given != environ.get(MADE_METRICS_DIR):
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        if "GUNICORN_FD" not in environ:  # a USR2 upgrade's old workers still write there
+            for stale in path.glob("*.db"):
+                stale.unlink()
+        setattr(server, _MADE, None)
+        return given
+    made = tempfile.mkdtemp(prefix="siwa-metrics-",
+                            dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    environ[METRICS_DIR] = environ[MADE_METRICS_DIR] = made
+    setattr(server, _MADE, made)
+    return made
+
+
+def mark_metrics_dead(pid: int, environ) -> None:
+    """A worker exited: prometheus_client forgets its live gauges (counters are kept)."""
+    if not environ.get(METRICS_DIR):
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+def on_exit(server) -> None:
+    """The master is stopping: remove the metrics directory it made (never a given one)."""
+    import shutil
+
+    made = getattr(server, _MADE, None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)

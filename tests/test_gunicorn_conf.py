@@ -4,9 +4,19 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import prometheus_client  # noqa: F401 - loaded now, before any test sets PROMETHEUS_MULTIPROC_DIR
 import pytest
 
 CONF = str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py")
+
+
+@pytest.fixture(autouse=True)
+def metrics_dir(tmp_path, monkeypatch):
+    """The hooks run here prepare PROMETHEUS_MULTIPROC_DIR: a scratch one, not /dev/shm's."""
+    path = tmp_path / "prometheus"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+    monkeypatch.delenv("SIWA_MADE_METRICS_DIR", raising=False)
+    return path
 
 
 def load(monkeypatch, **env: str) -> dict:
@@ -276,3 +286,60 @@ def test_workers_freeze_what_the_app_loaded(pid_app):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- the metrics directory -----------------------------------------------------------------------
+
+
+def test_a_given_metrics_directory_is_made_or_emptied_at_start(monkeypatch, metrics_dir):
+    conf = load(monkeypatch)
+    arbiter = Arbiter(["unix:/tmp/never-bound.sock"], 1)
+    conf["on_starting"](arbiter)
+    assert metrics_dir.is_dir() and not list(metrics_dir.iterdir())  # made
+    (metrics_dir / "counter_99.db").write_bytes(b"x")
+    (metrics_dir / "notes.txt").write_text("the operator's")
+    conf["on_starting"](arbiter)
+    assert [p.name for p in metrics_dir.iterdir()] == ["notes.txt"]  # only old values go
+    conf["on_exit"](arbiter)
+    assert metrics_dir.is_dir()  # given, so never removed
+    import os
+
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(metrics_dir)
+
+
+def test_without_one_the_master_makes_a_fresh_directory_and_removes_it_at_exit(monkeypatch):
+    import os
+    from pathlib import Path
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    conf = load(monkeypatch)
+    arbiter = Arbiter(["unix:/tmp/never-bound.sock"], 1)
+    try:
+        conf["on_starting"](arbiter)
+        made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert made.is_dir() and made.name.startswith("siwa-metrics-")
+        assert os.environ["SIWA_MADE_METRICS_DIR"] == str(made)
+        # A USR2 upgrade's new master inherits the variable, and makes its own directory.
+        upgraded = Arbiter(["unix:/tmp/never-bound.sock"], 1)
+        conf["on_starting"](upgraded)
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] != str(made)
+        conf["on_exit"](upgraded)
+        conf["on_exit"](arbiter)
+        assert not made.exists()
+    finally:  # what the hooks set, not through monkeypatch: it must not come back
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        os.environ.pop("SIWA_MADE_METRICS_DIR", None)
+
+
+def test_child_exit_forgets_the_dead_workers_live_gauges(monkeypatch, metrics_dir):
+    conf = load(monkeypatch)
+    metrics_dir.mkdir()
+    for name in ("gauge_livesum_101.db", "gauge_liveall_101.db", "counter_101.db",
+                 "gauge_livesum_102.db"):
+        (metrics_dir / name).write_bytes(b"")
+    arbiter = Arbiter(["unix:/tmp/never-bound.sock"], 2)
+    from types import SimpleNamespace
+
+    conf["child_exit"](arbiter, SimpleNamespace(pid=101))
+    assert sorted(p.name for p in metrics_dir.iterdir()) == ["counter_101.db",
+                                                             "gauge_livesum_102.db"]

@@ -219,14 +219,14 @@ def serve(production_env, tmp_path):
     """serve(workers) -> (server, port, worker pids): `gunicorn -c gunicorn.conf.py app:app`."""
     started: list[Gunicorn] = []
 
-    def start(workers: int, threads: int = 4) -> tuple[Gunicorn, int, set[int]]:
+    def start(workers: int, threads: int = 4, **extra_env: str) -> tuple[Gunicorn, int, set[int]]:
         base, template = production_env
         db = tmp_path / "siwa.sqlite"
         shutil.copy(template, db)
         port = free_port()
         env = dict(base, SIWA_SQLALCHEMY_DATABASE_URI=f"sqlite:///{db}",
                    GUNICORN_WORKERS=str(workers), GUNICORN_THREADS=str(threads),
-                   GUNICORN_BIND=f"{HOST}:{port}")
+                   GUNICORN_BIND=f"{HOST}:{port}", **extra_env)
         # Our own control socket: the default one (in $HOME) belongs to whichever gunicorn
         # started last on this machine.
         argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py",
@@ -438,6 +438,51 @@ def test_a_killed_worker_is_replaced_and_new_connections_succeed(serve):
     assert sum(n for result, n in in_flight.items() if result != "ok") <= 4, summary
     assert workers - old and workers & old == old - {victim}
     assert_each_worker_listens_on_its_own(port, workers)
+
+
+# --- metrics from every worker ------------------------------------------------------------------
+
+METRICS_TOKEN = "gunicorn-scrape-0123456789abcdef"
+
+
+def scraped_total(port: int, route: str = CHEAP) -> float:
+    """GET /metrics on a new connection (either worker may answer); requests counted on `route`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}",
+                                                 "Connection": "close"})
+        response = conn.getresponse()
+        text = response.read().decode()
+    finally:
+        conn.close()
+    assert response.status == 200, text[:500]
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "siwa_http_requests_total" and sample.labels["route"] == route)
+
+
+def test_metrics_sum_every_worker_and_keep_a_killed_workers_counts(serve, tmp_path):
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")  # must not be read
+    server, port, pids = serve(2, SIWA_METRICS_TOKEN=METRICS_TOKEN,
+                               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    assert not (metrics_dir / "counter_1.db").exists()
+    before = scraped_total(port)
+    for _ in range(40):  # new connections, spread over both workers' sockets by the kernel
+        assert get(port) == "ok"
+    counted_by = {int(f.stem.split("_")[1]) for f in metrics_dir.glob("counter_*.db")}
+    assert pids <= counted_by, (pids, counted_by)  # both workers counted requests
+    totals = {scraped_total(port) for _ in range(10)}  # whichever worker answers
+    assert totals == {before + 40}
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: is_dead(victim), 10, "the killed worker gone")
+    wait_until(lambda: (w := server.workers()) and len(w) == 2 and victim not in w and w, 30,
+               "a replacement worker", server)
+    assert scraped_total(port) == before + 40  # a dead worker's counts are still summed
 
 
 # --- SIGTERM ------------------------------------------------------------------------------------
