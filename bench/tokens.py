@@ -20,7 +20,9 @@ the verify floor and `GET /api/me`; the minimal-refresh floor and the refresh gr
 app's code flow right beside the grant (floor, grant, code flow; in even rounds the reverse);
 then the token exchange with Apple answering at once (the CPU ceiling) and with 100 ms of added
 latency (with as many connections as the server has worker slots, so the client is not the
-limit).
+limit). With `--metrics`, a second siwa-web server on the same database has METRICS_TOKEN set
+(Prometheus metrics on, GET /metrics): /api/me and the refresh grant are measured on it too,
+right beside the same requests on the server without metrics, for the overhead ratio.
 The bare-Flask and one-signature floors are measured once, in the first round of the first
 database (they do not touch it). Targets are medians over the rounds of real ÷ floor; the code
 flow's yardstick is the refresh grant (code flow iterations/s ÷ refresh grants/s).
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import html
 import json
@@ -88,6 +91,7 @@ CODE_SCOPE = "openid profile email offline_access"  # the code flow's: a refresh
 PKCE_PAIRS = 64  # verifier/challenge pairs the code flow's authorizations take in turn
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STALL_SECONDS = 3  # this long without a single answer during a run means the server hung
+METRICS_TOKEN = "bench-metrics-" + secrets.token_hex(16)  # the metrics-on server's scrape token
 DEFAULT_DOC = ROOT / "docs" / "performance.md"
 
 
@@ -106,6 +110,7 @@ class Options:
     quick: bool = False
     install_wrk: bool = True
     groups: tuple[str, ...] = ("context", "api", "refresh", "code", "exchange")
+    metrics: bool = False  # also measure /api/me and the refresh grant with metrics on
     app_settings: tuple[tuple[str, str], ...] = ()  # what-if overrides (SIWA_<KEY>=<VALUE>)
 
 
@@ -170,6 +175,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    "context (bare Flask and sign floors), api (verify floors and /api/me), "
                    "refresh, code (the code flow, with the refresh grant it is compared "
                    "with), exchange; targets of groups not run are reported as not measured")
+    p.add_argument("--metrics", action="store_true",
+                   help="also run /api/me and the refresh grant on a second server with "
+                        "Prometheus metrics on (METRICS_TOKEN set), each beside the same case "
+                        "without metrics; reports their targets and the on ÷ off ratios")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="app_settings",
                    help="what-if: run siwa-web with SIWA_KEY=VALUE on top of the production "
                         "settings (repeatable), e.g. "
@@ -190,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         warmup=a.warmup if a.warmup is not None else 1.0,
         connections=a.connections, latency=a.latency_ms / 1000.0, backends=backends,
         pg_admin_url=a.pg_admin_url, json_path=a.json_path, keep=a.keep, quick=a.quick,
-        install_wrk=not a.no_install,
+        install_wrk=not a.no_install, metrics=a.metrics,
     )
     for item in a.app_settings:
         key, sep, value = item.partition("=")
@@ -383,7 +392,7 @@ class Bench:
             "slots": self.slots,
             "app_settings": [f"SIWA_{k}={v}" for k, v in o.app_settings],
             "code": self.code_versions,
-            "groups": list(o.groups),
+            "groups": list(o.groups) + (["metrics"] if o.metrics else []),
             "threads_per_worker": self.thread_counts,
         }
 
@@ -539,6 +548,11 @@ class Bench:
                                                       "--pythonpath", str(BENCH_DIR)],
                               ready="/hello")
         self.app, self.floor, self.db_url, self.backend = app, floor, db_url, backend
+        self.app_metrics = None
+        if o.metrics:
+            self.app_metrics = self.start_gunicorn(
+                f"app-metrics-{backend}", "app:app", dict(env, SIWA_METRICS_TOKEN=METRICS_TOKEN),
+                harness.free_port(), ready="/.well-known/openid-configuration")
         try:
             if "code" in o.groups:
                 self.browser_cookie = self.sign_in_browser()
@@ -552,20 +566,26 @@ class Bench:
                 if context and rnd == 1 and "context" in groups:
                     self.case_hello(rnd)
                     self.case_sign(rnd)
-                if "api" in groups:
-                    first, second = (self.case_verify_floor, self.case_api_me) if rnd % 2 \
-                        else (self.case_api_me, self.case_verify_floor)
-                    first(rnd)
-                    second(rnd)
+                if "api" in groups or o.metrics:
+                    cases = [self.case_verify_floor] if "api" in groups else []
+                    cases.append(self.case_api_me)
+                    if o.metrics:
+                        cases.append(self.case_api_me_metrics)
+                    for case in cases if rnd % 2 else reversed(cases):
+                        case(rnd)
                 self.refresh_and_code(rnd)
                 if rnd == 1 and "api" in groups:
                     self.case_verify_lookup(rnd)
                 if "exchange" in groups:
                     self.case_exchange(rnd, latency=0.0)
                     self.case_exchange(rnd, latency=o.latency)
+            if o.metrics:
+                self.log(f"[{backend}] the metrics-on server counted: {self.scrape_summary()}")
         finally:
             self.set_latency(0)
-            for server in (self.floor, self.app):
+            for server in (self.floor, self.app, self.app_metrics):
+                if server is None:
+                    continue
                 server.stop()
                 if server in self.servers:
                     self.servers.remove(server)
@@ -578,8 +598,10 @@ class Bench:
         cases: list[Callable[[int], None]] = []
         if "refresh" in groups:
             cases += [self.case_refresh_floor, self.case_refresh]
-        elif "code" in groups:
+        elif "code" in groups or self.opts.metrics:
             cases.append(self.case_refresh)
+        if self.opts.metrics:
+            cases.append(self.case_refresh_metrics)
         if "code" in groups:
             cases.append(self.case_code_flow)
         for case in cases if rnd % 2 else reversed(cases):
@@ -596,8 +618,10 @@ class Bench:
         4 x slots connections fills both alike; the counts are logged and reported.
         """
         want = self.gunicorn["threads"] + 1  # the pool's threads and the worker's main thread
-        for server, path in ((self.app, "/.well-known/openid-configuration"),
-                             (self.floor, "/hello")):
+        servers = [(self.app, "/.well-known/openid-configuration"), (self.floor, "/hello")]
+        if self.app_metrics is not None:
+            servers.append((self.app_metrics, "/.well-known/openid-configuration"))
+        for server, path in servers:
             for _attempt in range(3):
                 harness.run_wrk(server.base_url + path, connections=4 * self.slots, duration=2,
                                 latency=False)
@@ -876,12 +900,45 @@ class Bench:
         self.measure(rnd, "verify_lookup", self.floor, "/verify_lookup",
                      lambda *_: {"headers": (bearer,)})
 
-    def case_api_me(self, rnd: int) -> None:
+    def case_api_me(self, rnd: int, case: str = "api_me") -> None:
         def prepare(phase: str, conns: int, seconds: float) -> dict[str, Any]:
             token = self.exchange_once()["access_token"]  # fresh: access tokens live 10 minutes
             return {"headers": ("Authorization: Bearer " + token,)}
 
-        self.measure(rnd, "api_me", self.app, "/api/me", prepare)
+        self.measure(rnd, case, self.app, "/api/me", prepare)
+
+    @contextlib.contextmanager
+    def metrics_on(self):
+        """Measure on the metrics-on server: it stands in for the app (inputs, CPU) meanwhile."""
+        assert self.app_metrics is not None
+        plain, self.app = self.app, self.app_metrics
+        try:
+            yield
+        finally:
+            self.app = plain
+
+    def case_api_me_metrics(self, rnd: int) -> None:
+        with self.metrics_on():
+            self.case_api_me(rnd, case="api_me_metrics")
+
+    def case_refresh_metrics(self, rnd: int) -> None:
+        with self.metrics_on():
+            self.case_refresh(rnd, case="refresh_metrics")
+
+    def scrape_summary(self) -> str:
+        """What the metrics-on server's /metrics counted, so a run shows metrics were on."""
+        assert self.app_metrics is not None
+        r = self.http.get(self.app_metrics.base_url + "/metrics",
+                          headers={"Authorization": "Bearer " + METRICS_TOKEN})
+        if r.status_code != 200:
+            raise BenchError(f"/metrics answered {r.status_code}: {r.text[:300]}")
+        wanted = ("siwa_token_grants_total", "siwa_bearer_checks_total")
+        totals = {name: 0.0 for name in wanted}
+        for line in r.text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in totals:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+        return ", ".join(f"{name} {int(total)}" for name, total in totals.items())
 
     def chain_args(self, path: str, seeds: list[str], extra: str) -> dict[str, Any]:
         f = self.write_lines(f"seeds-{secrets.token_hex(4)}.txt", seeds)
@@ -893,12 +950,12 @@ class Bench:
 
         self.measure(rnd, "refresh_floor", self.floor, "/refresh", prepare)
 
-    def case_refresh(self, rnd: int) -> None:
+    def case_refresh(self, rnd: int, case: str = "refresh") -> None:
         def prepare(phase: str, conns: int, seconds: float) -> dict[str, Any]:
             return self.chain_args("/oauth/token", self.app_seeds(2 * conns + 8),
                                    "&client_id=" + self.client_id)
 
-        self.measure(rnd, "refresh", self.app, "/oauth/token", prepare)
+        self.measure(rnd, case, self.app, "/oauth/token", prepare)
 
     def case_code_flow(self, rnd: int) -> None:
         """A web app's sign-in with a live siwa-web session: authorize, then redeem the code

@@ -224,3 +224,34 @@ def test_codeflow_lua_authorizes_then_redeems_each_code_once(bench_path, tmp_pat
     assert iterations > 0 and int(res.extra["authorized"]) >= iterations
     assert 0 <= provider.redeemed - iterations <= 4  # answers wrk no longer read at the end
     assert int(res.extra["duration_us"]) > 0
+
+
+def test_metrics_targets_appear_only_when_metrics_were_measured(bench_path):
+    """`--metrics`: the hot paths with metrics on meet the same targets; on ÷ off is reported."""
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    plain = [_measurement(tokens, case, r, rps) for r in (1, 2, 3)
+             for case, rps in (("verify_floor", 1000), ("api_me", 900), ("refresh_floor", 500),
+                               ("refresh", 400))]
+    keys = {v.target.key for v in report.summarize(plain, slots=64, latency=0.1)
+            .backends[0].verdicts}
+    assert not {k for k in keys if "metrics" in k}  # a run without --metrics: not "not measured"
+    on = [_measurement(tokens, "api_me_metrics", r, rps) for r, rps in ((1, 880), (2, 870),
+                                                                          (3, 890))]
+    on += [_measurement(tokens, "refresh_metrics", r, 392) for r in (1, 2, 3)]
+    verdicts = {v.target.key: v for v in report.summarize(plain + on, slots=64, latency=0.1)
+                .backends[0].verdicts}
+    assert verdicts["api_me_metrics"].median == pytest.approx(0.88)
+    assert verdicts["api_me_metrics"].passed  # goal 0.85 of the verify floor
+    assert verdicts["api_me_metrics_cost"].median == pytest.approx(880 / 900)
+    assert verdicts["refresh_metrics_cost"].median == pytest.approx(0.98)
+    assert verdicts["refresh_metrics_cost"].informational
+    slow = [_measurement(tokens, "api_me_metrics", r, 800) for r in (1, 2, 3)]
+    assert not next(v for v in report.summarize(plain + slow, slots=64, latency=0.1)
+                    .backends[0].verdicts if v.target.key == "api_me_metrics").passed
+
+
+def test_tokens_metrics_option(bench_path):
+    tokens = importlib.import_module("tokens")
+    assert tokens.parse_args(["--quick", "--metrics"]).metrics
+    assert not tokens.parse_args(["--quick"]).metrics
