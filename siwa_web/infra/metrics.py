@@ -19,7 +19,10 @@ fixed sets first.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
@@ -27,14 +30,12 @@ from prometheus_client import Histogram
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask import Response
 
 EXTENSION = "siwa_metrics"
 TOKEN_SETTING = "METRICS_TOKEN"
 OTHER = "other"
 UNMATCHED = "unmatched"  # a request no route matched (404, 405): never its raw path
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_STARTED = "siwa.metrics.started"
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -47,7 +48,7 @@ HTTP_REQUESTS = Counter(
     ["route", "method", "status"], registry=REGISTRY)
 HTTP_DURATION = Histogram(
     "siwa_http_request_duration_seconds",
-    "Time from the first request hook to the response (body not streamed), by route and method.",
+    "Time until the response is ready (its body not sent), by route and method.",
     ["route", "method"], buckets=REQUEST_BUCKETS, registry=REGISTRY)
 TOKEN_GRANTS = Counter(
     "siwa_token_grants", "POST /oauth/token answers, by grant type and outcome "
@@ -147,33 +148,62 @@ def method_label(method: str) -> str:
 # --- request latency by route ------------------------------------------------------------------
 
 
-def _start() -> None:
+_RULE = "siwa.metrics.rule"
+
+
+def keep_rule(response: Any) -> Any:
+    """After each request: leave the URL rule Flask matched (None: no route) for the timer."""
     from flask import request
 
-    request.environ[_STARTED] = time.perf_counter()
-
-
-def _finish(response: Response) -> Response:
-    from flask import request
-
-    started = request.environ.get(_STARTED)
-    if started is not None:
-        rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED
-        method = method_label(request.method)
-        HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    req.environ[_RULE] = req.url_rule
     return response
 
 
-def init_app(app: Flask) -> None:
-    """With metrics on: the app's recorder, and request timing as the first and last hook.
+class RequestTimer:
+    """WSGI middleware: each request's time and status, by the URL rule Flask matched.
 
-    Called before the other plumbing registers its hooks: `before_request` hooks run in the
-    order they were added and `after_request` hooks in reverse, so the time covers them all.
+    Timing around the app covers every request hook and the session too; a pair of Flask
+    before/after-request hooks would cost more (Flask checks each hook for a coroutine on every
+    request). The matched rule is handed out by one after-request hook (`keep_rule`), since
+    Flask forgets its request object when the request ends. The time ends when the response
+    is ready, before its body is sent.
     """
+
+    def __init__(self, wsgi_app: Callable) -> None:
+        self.wsgi_app = wsgi_app
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        status: list[str] = []
+
+        def remember_status(line: str, headers: list, *exc_info: Any) -> Any:
+            status.append(line)
+            return start_response(line, headers, *exc_info)
+
+        try:
+            return self.wsgi_app(environ, remember_status)
+        finally:
+            self._observe(environ, status[-1][:3] if status else "500",
+                          time.perf_counter() - started)
+
+    def _observe(self, environ: dict[str, Any], status: str, seconds: float) -> None:
+        rule = environ.get(_RULE)
+        key = (rule.rule if rule is not None else UNMATCHED,
+               method_label(environ.get("REQUEST_METHOD", "")), status)
+        series = self._series.get(key)
+        if series is None:  # bounded: routes x methods x the statuses the app answers
+            series = self._series[key] = (HTTP_DURATION.labels(*key[:2]),
+                                          HTTP_REQUESTS.labels(*key))
+        series[0].observe(seconds)
+        series[1].inc()
+
+
+def init_app(app: Flask) -> None:
+    """With metrics on: the app's recorder, and the request timer around the app."""
     if not is_enabled(app.config):
         return
     app.extensions[EXTENSION] = Recorder()
-    app.before_request(_start)
-    app.after_request(_finish)
+    app.wsgi_app = RequestTimer(app.wsgi_app)  # type: ignore[method-assign]
+    app.after_request(keep_rule)
