@@ -150,12 +150,15 @@ def http(method: str, url: str, data: bytes | None = None, headers: dict[str, st
 
 
 class Server:
-    """A gunicorn master we started; `stop()` ends it (and its workers) by its pid."""
+    """A server's main process we started (gunicorn's master, granian's); `stop()` ends it (and
+    its workers) by its pid, with `stop_signal` (gunicorn's quick shutdown by default)."""
 
     def __init__(self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path,
-                 log: Path, port: int) -> None:
+                 log: Path, port: int, stop_signal: int = signal.SIGQUIT,
+                 workers: int | None = None) -> None:
         self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
         self.log, self.port = log, port
+        self.stop_signal, self.workers = stop_signal, workers
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -183,6 +186,8 @@ class Server:
         raise BenchError(f"{self.name} did not answer within {timeout:.0f}s; see {self.log}")
 
     def _workers_up(self) -> bool:
+        if self.workers is not None:
+            return len(children(self.proc.pid)) >= self.workers if self.proc else False
         one_worker = "-w" in self.argv and self.argv[self.argv.index("-w") + 1] == "1"
         return one_worker or len(self.pids()) > 1
 
@@ -198,7 +203,7 @@ class Server:
             return
         # gunicorn: SIGQUIT is the quick shutdown (a stuck request must not hold us for the
         # 30 s graceful timeout); the master stops its workers.
-        proc.send_signal(signal.SIGQUIT)
+        proc.send_signal(self.stop_signal)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -230,7 +235,7 @@ def children(ppid: int) -> list[int]:
 
 
 def worker_threads(server: Server) -> list[int]:
-    """Threads in each worker of a gunicorn `server` (its master's children), smallest first."""
+    """Threads in each worker of a `server` (its main process's children), smallest first."""
     counts = []
     for pid in children(server.proc.pid) if server.proc else []:
         try:

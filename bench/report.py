@@ -370,3 +370,93 @@ def update_doc(path: Path, block: str) -> None:
         path.write_text(text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n")
         return
     path.write_text(text[:start] + block + text[end + len(END):])
+
+
+# --- HTTP servers side by side (bench/tokens.py --servers) ------------------------------------
+
+# What another server must reach against the baseline (gunicorn gthread) in the same run: median
+# of the per-round ratios of its rate to the baseline's, for the same case on the same database.
+SERVER_GOALS = {"api_me": 1.5, "refresh": 1.15}
+SERVER_EXCHANGE_GOAL = 0.95  # with no timeouts
+
+
+@dataclass
+class ServerRatio:
+    backend: str
+    server: str
+    case: str
+    ratios: list[float]  # per round: rate under `server` ÷ under the baseline
+    cpu_ratios: list[float]  # per round: baseline CPU per request ÷ `server`'s
+    goal: float | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    @property
+    def verdict(self) -> str:
+        if self.goal is None:
+            return "info"
+        ok = self.median is not None and self.median >= self.goal and not self.problems
+        return "PASS" if ok else "FAIL"
+
+
+def compare_servers(measurements: list[Any], kinds: tuple[str, ...] | list[str],
+                    latency: float) -> list[ServerRatio]:
+    """Every case measured under each server in the same rounds, as a ratio to the first."""
+    goals = dict(SERVER_GOALS, **{exchange_case(latency): SERVER_EXCHANGE_GOAL})
+    base, others = kinds[0], kinds[1:]
+    index = {(m.backend, m.server, m.case, m.round): m for m in measurements}
+    out = []
+    for backend in dict.fromkeys(m.backend for m in measurements):
+        cases = list(dict.fromkeys(m.case for m in measurements if m.backend == backend))
+        order = CASE_ORDER + [exchange_case(latency)]
+        cases.sort(key=lambda c: order.index(c) if c in order else len(order))
+        for kind in others:
+            for case in cases:
+                row = ServerRatio(backend, kind, case, [], [], goals.get(case))
+                rounds = sorted({m.round for m in measurements
+                                 if (m.backend, m.case) == (backend, case)})
+                for rnd in rounds:
+                    b = index.get((backend, base, case, rnd))
+                    o = index.get((backend, kind, case, rnd))
+                    if b is None or o is None or not b.rps:
+                        continue
+                    row.ratios.append(o.rps / b.rps)
+                    if o.server_cpu_us:
+                        row.cpu_ratios.append(b.server_cpu_us / o.server_cpu_us)
+                    for side, m in ((base, b), (kind, o)):
+                        if not m.clean:
+                            row.problems.append(f"{side} round {rnd}: " + ", ".join(
+                                [f"{k}={getattr(m, k)}" for k in
+                                 ("non2xx", "timeouts", "socket_errors") if getattr(m, k)]
+                                + [f"{k}={v}" for k, v in m.notes.items()]))
+                if row.goal is not None and not row.ratios:
+                    row.problems.append("not measured")
+                out.append(row)
+    return out
+
+
+def render_comparison(rows: list[ServerRatio], base: str, markdown: bool = False) -> str:
+    """The side-by-side table: per-round ratios, median, goal, CPU ratio (console or markdown)."""
+    if markdown:
+        lines = [f"| Database | Server | Case | Per round (÷ {base}) | Median | Goal | Result "
+                 "| CPU ratio |", "|---|---|---|---|---:|---:|---|---:|"]
+    else:
+        lines = [f"== servers side by side: rate ÷ rate under {base}, same round =="]
+    for r in rows:
+        per_round = ", ".join(f"{x:.2f}" for x in r.ratios) or "–"
+        goal = "–" if r.goal is None else f"≥ {r.goal:.2f}"
+        cpu = f"{_median(r.cpu_ratios):.2f}" if r.cpu_ratios else "–"
+        problems = ("; " + "; ".join(r.problems)) if r.problems else ""
+        name = BACKEND_NAMES.get(r.backend, r.backend)
+        label = CASE_LABELS.get(r.case, r.case.replace("exchange_", "token exchange, Apple "))
+        if markdown:
+            lines.append(f"| {name} | {r.server} | {label} | {per_round} | "
+                         f"{_fmt_ratio(r.median)} | {goal} | {r.verdict}{problems} | {cpu} |")
+        else:
+            lines.append(f"  {name:<13} {r.server:<9} {label:<34} {per_round:<24} median "
+                         f"{_fmt_ratio(r.median)} (goal {goal}) {r.verdict}  CPU ratio {cpu}"
+                         f"{problems}")
+    return "\n".join(lines)

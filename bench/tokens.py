@@ -76,6 +76,7 @@ if str(ROOT) not in sys.path:
 
 import harness  # noqa: E402
 import report  # noqa: E402
+import servers  # noqa: E402
 from harness import BenchError  # noqa: E402
 from harness import Server  # noqa: E402
 
@@ -112,6 +113,8 @@ class Options:
     groups: tuple[str, ...] = ("context", "api", "refresh", "code", "exchange")
     metrics: bool = False  # also measure /api/me and the refresh grant with metrics on
     app_settings: tuple[tuple[str, str], ...] = ()  # what-if overrides (SIWA_<KEY>=<VALUE>)
+    # HTTP servers to measure side by side (bench/servers.py); the first is the baseline.
+    servers: tuple[str, ...] = ("gunicorn",)
 
 
 @dataclass
@@ -134,6 +137,7 @@ class Measurement:
     busy_cores: float  # whole machine: app + Apple + database + wrk + anything else
     other_cores: float  # busy cores that none of the above used: other people's jobs (noise)
     notes: dict[str, str] = field(default_factory=dict)
+    server: str = "gunicorn"  # the HTTP server app and floors ran under (bench/servers.py)
 
     @property
     def clean(self) -> bool:
@@ -184,6 +188,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
                         "settings (repeatable), e.g. "
                         "--set 'SQLALCHEMY_ENGINE_OPTIONS={\"pool_size\": 32}'; "
                         "the report says the run was not the production configuration")
+    p.add_argument("--servers", default="gunicorn",
+                   help="comma-separated HTTP servers to run app and floors under, side by side "
+                        f"in every round ({', '.join(servers.KINDS)}; default gunicorn). With "
+                        "more than one, each round starts every server's app and floors afresh, "
+                        "measures them in turn (order alternating), and the report adds each "
+                        "case's rate under the others ÷ under the first; such runs leave "
+                        "docs/performance.md alone unless --doc is given")
     p.add_argument("--keep", action="store_true",
                    help="keep the scratch directory (logs, databases)")
     p.add_argument("--no-install", action="store_true",
@@ -213,6 +224,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if bad or not groups:
             p.error(f"unknown group(s) for --only: {', '.join(sorted(bad)) or '(none given)'}")
         opts.groups = groups
+    kinds = tuple(k.strip() for k in a.servers.split(",") if k.strip())
+    if not kinds or set(kinds) - set(servers.KINDS) or len(set(kinds)) != len(kinds):
+        p.error(f"--servers wants distinct names from {', '.join(servers.KINDS)}, "
+                f"got {a.servers!r}")
+    opts.servers = kinds
     if opts.rounds < 1 or opts.duration < 1 or opts.connections < 1 or opts.latency <= 0:
         p.error("rounds, duration and connections must be positive, latency above 0")
     if a.no_doc:
@@ -220,7 +236,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     elif a.doc is not None:
         opts.doc = a.doc
     else:
-        opts.doc = None if a.quick else DEFAULT_DOC
+        opts.doc = None if a.quick or len(kinds) > 1 else DEFAULT_DOC
     return opts
 
 
@@ -337,6 +353,7 @@ class Bench:
         self.rate_hint: dict[str, float] = {}
         self.code_versions: dict[str, str] = {}
         self.thread_counts: dict[str, list[int]] = {}
+        self.server_kind = opts.servers[0]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -360,21 +377,40 @@ class Bench:
         finally:
             self.cleanup()
         elapsed = time.monotonic() - started
-        summary = report.summarize(self.measurements, slots=self.slots, latency=opts.latency,
-                                   skipped=self.skipped)
         settings = self.settings_description(elapsed)
-        print()
-        print(report.render_text(summary, settings))
+        kinds = opts.servers
+        summaries = {}
+        for kind in kinds:
+            ms = [m for m in self.measurements if m.server == kind]
+            summaries[kind] = report.summarize(ms, slots=self.slots, latency=opts.latency,
+                                               skipped=self.skipped)
+            print()
+            if len(kinds) > 1:
+                print(f"######## under {kind} ########")
+            print(report.render_text(summaries[kind], dict(settings, gunicorn=(
+                settings["gunicorn"] if kind == "gunicorn" else settings["servers"][kind]))))
+        passed = all(s.all_passed for s in summaries.values())
+        comparison: list[report.ServerRatio] = []
+        if len(kinds) > 1:
+            comparison = report.compare_servers(self.measurements, kinds, opts.latency)
+            print()
+            print(report.render_comparison(comparison, kinds[0]))
+            print()
+            print(report.render_comparison(comparison, kinds[0], markdown=True))
+            passed = passed and all(r.verdict != "FAIL" for r in comparison)
         if opts.json_path:
             opts.json_path.write_text(json.dumps({
                 "machine": self.machine, "settings": settings,
                 "measurements": [asdict(m) for m in self.measurements],
+                "servers_compared": [asdict(r) | {"median": r.median, "verdict": r.verdict}
+                                     for r in comparison],
             }, indent=1))
             self.log(f"raw measurements written to {opts.json_path}")
         if opts.doc:
-            report.update_doc(opts.doc, report.render_markdown(summary, self.machine, settings))
+            report.update_doc(opts.doc, report.render_markdown(summaries[kinds[0]], self.machine,
+                                                                settings))
             self.log(f"results written to {opts.doc}")
-        return 0 if summary.all_passed else 1
+        return 0 if passed else 1
 
     def settings_description(self, elapsed: float) -> dict[str, Any]:
         o = self.opts
@@ -384,6 +420,8 @@ class Bench:
                         f"= {self.slots} slots",
             "wrk": f"wrk -t1 -c{o.connections} -d{o.duration:g}s --latency --timeout=2s, "
                    f"{o.warmup:g}s warm-up (same connections) before every run",
+            "servers": {kind: self.server_description(kind) for kind in o.servers},
+            "load_average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "exchange_connections": self.exchange_connections,
             "latency_ms": o.latency * 1000,
             "rounds": o.rounds,
@@ -395,6 +433,13 @@ class Bench:
             "groups": list(o.groups) + (["metrics"] if o.metrics else []),
             "threads_per_worker": self.thread_counts,
         }
+
+    def server_description(self, kind: str) -> str:
+        w, t = self.gunicorn["workers"], self.gunicorn["threads"]
+        if kind == "granian":
+            return (f"granian --interface wsgi: {w} workers x {t} blocking threads = {self.slots} "
+                    f"slots, 1 runtime thread, HTTP/1, gc.freeze after load")
+        return f"gunicorn -c gunicorn.conf.py: {self.gunicorn['worker_class']}, {w} x {t}"
 
     def cleanup(self) -> None:
         for server in reversed(self.servers):
@@ -481,6 +526,41 @@ class Bench:
         self.servers.append(server)
         return server.start(ready_path=ready)
 
+    def start_server(self, kind: str, name: str, target: str, env: dict[str, str], port: int,
+                     ready: str) -> Server:
+        """siwa-web (`target` 'app') or the floors ('floors') under HTTP server `kind`."""
+        binary = harness.venv_bin(kind)
+        how = servers.launch(kind, binary=binary, target=target, host=harness.HOST, port=port,
+                             workers=self.gunicorn["workers"], threads=self.gunicorn["threads"],
+                             root=ROOT, bench_dir=BENCH_DIR, conf=ROOT / "gunicorn.conf.py")
+        server = Server(name, how.argv, env={**env, **how.env}, cwd=ROOT,
+                        log=self.work / f"{name}.log", port=port, stop_signal=how.stop_signal,
+                        workers=how.workers)
+        self.servers.append(server)
+        return server.start(ready_path=ready)
+
+    def start_pair(self, kind: str, backend: str, env: dict[str, str]) -> None:
+        """siwa-web and the floors under server `kind`, each on a fresh port."""
+        tag = "" if len(self.opts.servers) == 1 else f"-{kind}"
+        self.server_kind = kind
+        self.app = self.start_server(kind, f"app-{backend}{tag}", "app", env, harness.free_port(),
+                                     ready="/.well-known/openid-configuration")
+        self.floor = self.start_server(kind, f"floors-{backend}{tag}", "floors", env,
+                                       harness.free_port(), ready="/hello")
+        if self.opts.metrics:
+            self.app_metrics = self.start_server(
+                kind, f"app-metrics-{backend}{tag}", "app",
+                dict(env, SIWA_METRICS_TOKEN=METRICS_TOKEN), harness.free_port(),
+                ready="/.well-known/openid-configuration")
+
+    def stop_pair(self) -> None:
+        for server in (self.floor, self.app, self.app_metrics):
+            if server is None:
+                continue
+            server.stop()
+            if server in self.servers:
+                self.servers.remove(server)
+
     def start_apple(self) -> None:
         port = harness.free_port()
         env = self.app_env("sqlite://", 0)
@@ -525,8 +605,7 @@ class Bench:
 
         o = self.opts
         self.code_versions[backend] = code_version()
-        app_port, floor_port = harness.free_port(), harness.free_port()
-        env = self.app_env(db_url, app_port)
+        env = self.app_env(db_url, 0)
         self.log(f"[{backend}] migrating and registering the native client")
         self.flask(env, "db", "upgrade")
         created = json.loads(self.flask(env, "clients", "create", "--name", "Bench iOS",
@@ -541,54 +620,58 @@ class Bench:
         engine = floors.make_engine(db_url)
         floors.create_table(engine)
         engine.dispose()
-        app = self.start_gunicorn(f"app-{backend}", "app:app", env, app_port,
-                            ready="/.well-known/openid-configuration")
-        floor = self.start_gunicorn(f"floors-{backend}", "floors:create_app()",
-                              env, floor_port, extra=["-c", str(ROOT / "gunicorn.conf.py"),
-                                                      "--pythonpath", str(BENCH_DIR)],
-                              ready="/hello")
-        self.app, self.floor, self.db_url, self.backend = app, floor, db_url, backend
-        self.app_metrics = None
-        if o.metrics:
-            self.app_metrics = self.start_gunicorn(
-                f"app-metrics-{backend}", "app:app", dict(env, SIWA_METRICS_TOKEN=METRICS_TOKEN),
-                harness.free_port(), ready="/.well-known/openid-configuration")
+        self.db_url, self.backend = db_url, backend
+        kinds = self.opts.servers
+        self.app = self.floor = self.app_metrics = None
         try:
-            if "code" in o.groups:
-                self.browser_cookie = self.sign_in_browser()
-                self.pkce_file = self.write_lines(
-                    f"pkce-{backend}.txt", [" ".join(pkce_pair()) for _ in range(PKCE_PAIRS)])
-            self.preflight()
-            self.fill_thread_pools()
+            if len(kinds) == 1:
+                self.start_pair(kinds[0], backend, env)
+                self.prepare_pair(backend, True)
             for rnd in range(1, o.rounds + 1):
-                self.log(f"[{backend}] round {rnd}/{o.rounds}")
-                groups = o.groups
-                if context and rnd == 1 and "context" in groups:
-                    self.case_hello(rnd)
-                    self.case_sign(rnd)
-                if "api" in groups or o.metrics:
-                    cases = [self.case_verify_floor] if "api" in groups else []
-                    cases.append(self.case_api_me)
-                    if o.metrics:
-                        cases.append(self.case_api_me_metrics)
-                    for case in cases if rnd % 2 else reversed(cases):
-                        case(rnd)
-                self.refresh_and_code(rnd)
-                if rnd == 1 and "api" in groups:
-                    self.case_verify_lookup(rnd)
-                if "exchange" in groups:
-                    self.case_exchange(rnd, latency=0.0)
-                    self.case_exchange(rnd, latency=o.latency)
-            if o.metrics:
+                # Several servers: each round starts each afresh and measures it, the order
+                # alternating between rounds, so neither is always measured first or hotter.
+                for kind in (kinds if rnd % 2 else tuple(reversed(kinds))):
+                    if len(kinds) > 1:
+                        self.start_pair(kind, backend, env)
+                        self.prepare_pair(backend, rnd == 1)
+                    self.log(f"[{backend}] round {rnd}/{o.rounds}"
+                             + (f", {kind}" if len(kinds) > 1 else ""))
+                    self.run_round(rnd, context)
+                    if len(kinds) > 1:
+                        self.stop_pair()
+            if o.metrics and self.app_metrics is not None:
                 self.log(f"[{backend}] the metrics-on server counted: {self.scrape_summary()}")
         finally:
             self.set_latency(0)
-            for server in (self.floor, self.app, self.app_metrics):
-                if server is None:
-                    continue
-                server.stop()
-                if server in self.servers:
-                    self.servers.remove(server)
+            self.stop_pair()
+
+    def prepare_pair(self, backend: str, record_threads: bool) -> None:
+        """Sign the browser in, check every request kind once, start every worker thread."""
+        if "code" in self.opts.groups:
+            self.browser_cookie = self.sign_in_browser()
+            self.pkce_file = self.write_lines(
+                f"pkce-{backend}.txt", [" ".join(pkce_pair()) for _ in range(PKCE_PAIRS)])
+        self.preflight()
+        self.fill_thread_pools(record=record_threads)
+
+    def run_round(self, rnd: int, context: bool) -> None:
+        groups = self.opts.groups
+        if context and rnd == 1 and "context" in groups:
+            self.case_hello(rnd)
+            self.case_sign(rnd)
+        if "api" in groups or self.opts.metrics:
+            cases = [self.case_verify_floor] if "api" in groups else []
+            cases.append(self.case_api_me)
+            if self.opts.metrics:
+                cases.append(self.case_api_me_metrics)
+            for case in cases if rnd % 2 else reversed(cases):
+                case(rnd)
+        self.refresh_and_code(rnd)
+        if rnd == 1 and "api" in groups:
+            self.case_verify_lookup(rnd)
+        if "exchange" in groups:
+            self.case_exchange(rnd, latency=0.0)
+            self.case_exchange(rnd, latency=self.opts.latency)
 
     def refresh_and_code(self, rnd: int) -> None:
         """The refresh pair (floor and grant) and the code flow beside the grant, its yardstick:
@@ -607,7 +690,7 @@ class Bench:
         for case in cases if rnd % 2 else reversed(cases):
             case(rnd)
 
-    def fill_thread_pools(self) -> None:
+    def fill_thread_pools(self, record: bool = True) -> None:
         """Start every worker thread of the app and of the floors before the first round.
 
         gthread starts a thread only when a request finds none idle, and never stops one. The
@@ -618,6 +701,10 @@ class Bench:
         4 x slots connections fills both alike; the counts are logged and reported.
         """
         want = self.gunicorn["threads"] + 1  # the pool's threads and the worker's main thread
+        if self.server_kind != "gunicorn":
+            # granian's worker also runs its Rust runtime's threads; its blocking threads
+            # start on demand as gthread's do: one burst each, counts reported as they are.
+            want = 0
         servers = [(self.app, "/.well-known/openid-configuration"), (self.floor, "/hello")]
         if self.app_metrics is not None:
             servers.append((self.app_metrics, "/.well-known/openid-configuration"))
@@ -628,7 +715,8 @@ class Bench:
                 counts = harness.worker_threads(server)
                 if counts and min(counts) >= want:
                     break
-            self.thread_counts[f"{server.name}"] = counts
+            if record:
+                self.thread_counts[f"{server.name}"] = counts
             self.log(f"  {server.name}: threads per worker {counts} (pool of "
                      f"{self.gunicorn['threads']} + main thread)")
 
@@ -866,7 +954,7 @@ class Bench:
             wrk_cores=round(res.cpu_s / max(window.wall, 1e-9), 2),
             busy_cores=round(window.busy_cores, 2),
             other_cores=round(window.other_cores, 2),
-            notes=notes,
+            notes=notes, server=self.server_kind,
         )
         self.measurements.append(m)
         flag = "" if m.clean else f"  !! non2xx={m.non2xx} timeouts={m.timeouts} " \
