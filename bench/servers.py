@@ -33,15 +33,17 @@ class Launch:
 
 
 def launch(kind: str, *, binary: str, target: str, host: str, port: int, workers: int,
-           threads: int, root: Path, bench_dir: Path, conf: Path) -> Launch:
-    """The command line of server `kind` serving `target` ('app' or 'floors') on host:port."""
+           threads: int, root: Path, bench_dir: Path, conf: Path,
+           spec: str | None = None) -> Launch:
+    """The command line of server `kind` serving `target` ('app' or 'floors') on host:port;
+    `spec`: another WSGI target instead (a factory call for gunicorn, its name for granian)."""
     if kind == "gunicorn":
         argv = [binary, "-c", str(conf), "--no-control-socket", "-b", f"{host}:{port}"]
-        if target == "floors":
+        if target != "app":
             argv += ["--pythonpath", str(bench_dir)]
         # SIGQUIT is gunicorn's quick shutdown: a stuck request must not hold the bench for
         # the 30 s graceful timeout; the master stops its workers.
-        return Launch(argv + [TARGETS[kind][target]], {}, signal.SIGQUIT, workers)
+        return Launch(argv + [spec or TARGETS[kind][target]], {}, signal.SIGQUIT, workers)
     if kind == "granian":
         argv = [binary, "--interface", "wsgi", "--factory", "--host", host, "--port", str(port),
                 "--workers", str(workers), "--blocking-threads", str(threads),
@@ -51,7 +53,7 @@ def launch(kind: str, *, binary: str, target: str, host: str, port: int, workers
                 "--runtime-threads", "1", "--http", "1", "--no-ws",
                 "--respawn-failed-workers", "--workers-kill-timeout", "10",
                 "--log-level", "warning", "--working-dir", str(root),
-                TARGETS[kind][target]]
+                (spec or TARGETS[kind][target]).removesuffix("()")]
         # granian_apps (and the floors) live in bench/, siwa-web's app.py in the checkout.
         return Launch(argv, {"PYTHONPATH": f"{bench_dir}:{root}"}, signal.SIGTERM, workers)
     raise ValueError(f"unknown server {kind!r}; choose from {', '.join(KINDS)}")

@@ -24,11 +24,13 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def bench_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("tokens", "harness", "report", "floors", "apple"):
+    for name in ("tokens", "harness", "report", "floors", "apple", "servers", "granian_apps",
+                 "guarantee_app", "server_guarantees"):
         sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("module", ["harness", "report", "floors", "apple", "tokens"])
+@pytest.mark.parametrize("module", ["harness", "report", "floors", "apple", "tokens", "servers",
+                                    "granian_apps", "guarantee_app", "server_guarantees"])
 def test_bench_modules_import(bench_path, module):
     importlib.import_module(module)
 
@@ -255,3 +257,99 @@ def test_tokens_metrics_option(bench_path):
     tokens = importlib.import_module("tokens")
     assert tokens.parse_args(["--quick", "--metrics"]).metrics
     assert not tokens.parse_args(["--quick"]).metrics
+
+
+# --- HTTP servers side by side (--servers) -----------------------------------------------------
+
+
+def _pair(tokens, case, rnd, base_rps, other_rps, **other):
+    return [_measurement(tokens, case, rnd, base_rps, server="gunicorn"),
+            _measurement(tokens, case, rnd, other_rps, server="granian", **other)]
+
+
+def test_servers_are_compared_round_by_round_against_the_first(bench_path):
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    ms = []
+    for rnd, (base, other) in enumerate(((1000, 1600), (1000, 1400), (900, 1440)), start=1):
+        ms += _pair(tokens, "api_me", rnd, base, other, server_cpu_us=500.0)
+        ms += _pair(tokens, "refresh", rnd, 100, 110)
+        ms += _pair(tokens, "exchange_100ms", rnd, 200, 196)
+    rows = {r.case: r for r in report.compare_servers(ms, ("gunicorn", "granian"), 0.1)}
+    api = rows["api_me"]
+    assert api.server == "granian" and api.ratios == [1.6, 1.4, 1.6] and api.median == 1.6
+    assert api.goal == 1.5 and api.verdict == "PASS"
+    assert api.cpu_ratios == [2.0, 2.0, 2.0]  # gunicorn's 1000 us per request / granian's 500
+    assert rows["refresh"].median == pytest.approx(1.1) and rows["refresh"].verdict == "FAIL"
+    assert rows["exchange_100ms"].goal == 0.95 and rows["exchange_100ms"].verdict == "PASS"
+    text = report.render_comparison(list(rows.values()), "gunicorn")
+    assert "1.60, 1.40, 1.60" in text and "median 1.60 (goal ≥ 1.50) PASS" in text
+    markdown = report.render_comparison(list(rows.values()), "gunicorn", markdown=True)
+    assert "| SQLite (WAL) | granian | GET /api/me (Bearer) | 1.60, 1.40, 1.60 | 1.60 | ≥ 1.50 " \
+           "| PASS | 2.00 |" in markdown
+
+
+def test_a_timeout_on_either_side_fails_the_exchange_comparison(bench_path):
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    ms = _pair(tokens, "exchange_100ms", 1, 200, 260, timeouts=3)
+    ms += _pair(tokens, "hello", 1, 1000, 3000)
+    rows = {r.case: r for r in report.compare_servers(ms, ("gunicorn", "granian"), 0.1)}
+    assert rows["exchange_100ms"].median == 1.3 and rows["exchange_100ms"].verdict == "FAIL"
+    assert rows["exchange_100ms"].problems == ["granian round 1: timeouts=3"]
+    assert rows["hello"].goal is None and rows["hello"].verdict == "info"
+
+
+def test_a_case_missing_under_the_second_server_is_not_measured(bench_path):
+    tokens = importlib.import_module("tokens")
+    report = importlib.import_module("report")
+    ms = [_measurement(tokens, "api_me", 1, 1000, server="gunicorn")]
+    (row,) = report.compare_servers(ms, ("gunicorn", "granian"), 0.1)
+    assert row.ratios == [] and row.verdict == "FAIL" and row.problems == ["not measured"]
+
+
+def test_servers_option(bench_path):
+    tokens = importlib.import_module("tokens")
+    assert tokens.parse_args([]).servers == ("gunicorn",)
+    both = tokens.parse_args(["--servers", "gunicorn,granian"])
+    assert both.servers == ("gunicorn", "granian")
+    assert both.doc is None  # a comparison never rewrites the results section by itself
+    assert tokens.parse_args(["--servers", "gunicorn,granian", "--doc", "x.md"]).doc == \
+        Path("x.md")
+    for bad in ("uwsgi", "gunicorn,gunicorn", ","):
+        with pytest.raises(SystemExit):
+            tokens.parse_args(["--servers", bad])
+
+
+def test_both_servers_get_the_same_worker_slots(bench_path, tmp_path):
+    servers = importlib.import_module("servers")
+    common = dict(binary="/bin/x", host="127.0.0.1", port=8123, workers=3, threads=7,
+                  root=tmp_path, bench_dir=tmp_path / "bench", conf=tmp_path / "g.conf.py")
+    g = servers.launch("gunicorn", target="app", **common)
+    assert g.argv[-1] == "app:app" and g.argv[1:3] == ["-c", str(tmp_path / "g.conf.py")]
+    assert "127.0.0.1:8123" in g.argv and g.workers == 3
+    floors = servers.launch("gunicorn", target="floors", **common)
+    assert floors.argv[-1] == "floors:create_app()" and str(tmp_path / "bench") in floors.argv
+    r = servers.launch("granian", target="app", **common)
+    flags = dict(zip(r.argv[1::2], r.argv[2::2], strict=False))
+    assert r.argv[-1] == "granian_apps:siwa"
+    assert ["--workers", "3"] == r.argv[r.argv.index("--workers"):][:2]
+    assert ["--blocking-threads", "7"] == r.argv[r.argv.index("--blocking-threads"):][:2]
+    assert "--respawn-failed-workers" in r.argv and "--factory" in r.argv
+    assert flags["--interface"] == "wsgi" and r.workers == 3
+    assert r.env["PYTHONPATH"].split(":") == [str(tmp_path / "bench"), str(tmp_path)]
+    assert servers.launch("granian", target="x", spec="guarantee_app:create()",
+                          **common).argv[-1] == "guarantee_app:create"
+    with pytest.raises(ValueError):
+        servers.launch("uwsgi", target="app", **common)
+
+
+def test_guarantee_app_names_its_worker_and_sleeps_on_request(bench_path):
+    from werkzeug.test import Client
+
+    app = importlib.import_module("guarantee_app").create()
+    client = Client(app)
+    r = client.get("/pid", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert r.status_code == 200 and r.json == {"pid": os.getpid(), "remote_addr": "192.0.2.7"}
+    assert client.get("/slow?s=0.01").status_code == 200
+    assert client.get("/elsewhere").status_code == 404
