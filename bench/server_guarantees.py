@@ -10,7 +10,8 @@ gunicorn.conf.py, granian with its WSGI interface and `--respawn-failed-workers`
 hung worker is noticed within the check. The checks, each on a fresh server:
 
   headers     a 10 KB header, 100 x 5 KB headers (500 KB), an 8 KB request line: refused?
-  sockets     listening sockets on the port (one per worker, or one shared)
+  sockets     listening sockets on the port (one per worker, or one shared), and the
+              REMOTE_ADDR the app sees for a request with X-Forwarded-For
   kill9       SIGKILL one worker while 4 clients send requests: failed answers, is it
               replaced, does the server stay up?
   sigstop     SIGSTOP one worker (a hung worker), then new connections for 15 s: how many
@@ -100,6 +101,13 @@ def listening_sockets(port: int) -> int:
         if fields[1] == want and fields[3] == "0A":
             count += 1
     return count
+
+
+def remote_addr(server: harness.Server) -> str | None:
+    """REMOTE_ADDR the app sees when the client sends X-Forwarded-For: the peer's address is
+    what TRUST_PROXY_HOPS (Werkzeug's ProxyFix) builds on, whatever the server."""
+    status, body = get(server, "/pid", {"X-Forwarded-For": "203.0.113.9"})
+    return json.loads(body)["remote_addr"] if status == 200 else f"status {status}"
 
 
 class Load:
@@ -211,7 +219,7 @@ def run(kind: str, work: Path, only: set[str] | None = None) -> dict[str, Any]:
     checks = [
         ("headers", check_headers),
         ("sockets", lambda s: {"listening sockets": listening_sockets(s.port),
-                               "workers": len(workers(s))}),
+                               "workers": len(workers(s)), "REMOTE_ADDR": remote_addr(s)}),
         ("kill9", check_kill9),
         ("sigstop", check_sigstop),
         ("reload", lambda s: in_flight(s, signal.SIGHUP)),
