@@ -451,7 +451,9 @@ def render_comparison(rows: list[ServerRatio], base: str, markdown: bool = False
         cpu = f"{_median(r.cpu_ratios):.2f}" if r.cpu_ratios else "–"
         problems = ("; " + "; ".join(r.problems)) if r.problems else ""
         name = BACKEND_NAMES.get(r.backend, r.backend)
-        label = CASE_LABELS.get(r.case, r.case.replace("exchange_", "token exchange, Apple "))
+        label = CASE_LABELS.get(r.case) or (
+            f"token exchange, Apple {r.case.removeprefix('exchange_').removesuffix('ms')} ms"
+            if r.case.startswith("exchange_") else r.case)
         if markdown:
             lines.append(f"| {name} | {r.server} | {label} | {per_round} | "
                          f"{_fmt_ratio(r.median)} | {goal} | {r.verdict}{problems} | {cpu} |")

@@ -284,6 +284,7 @@ def test_servers_are_compared_round_by_round_against_the_first(bench_path):
     assert rows["exchange_100ms"].goal == 0.95 and rows["exchange_100ms"].verdict == "PASS"
     text = report.render_comparison(list(rows.values()), "gunicorn")
     assert "1.60, 1.40, 1.60" in text and "median 1.60 (goal ≥ 1.50) PASS" in text
+    assert "token exchange, Apple 100 ms" in text
     markdown = report.render_comparison(list(rows.values()), "gunicorn", markdown=True)
     assert "| SQLite (WAL) | granian | GET /api/me (Bearer) | 1.60, 1.40, 1.60 | 1.60 | ≥ 1.50 " \
            "| PASS | 2.00 |" in markdown
