@@ -106,3 +106,26 @@ def test_delete_account_in_the_browser_revokes_at_the_emulator(live_server, chro
     page.goto(f"{live.url}/dashboard")
     assert "/auth/login" in page.url
     context.close()
+
+
+@pytest.mark.parametrize("scheme, background, color", [
+    ("light", "rgb(255, 255, 255)", "rgb(0, 0, 0)"),  # white with outline on a light card
+    ("dark", "rgb(255, 255, 255)", "rgb(0, 0, 0)"),   # the white style on a dark card
+])
+def test_outline_apple_button_follows_the_colour_scheme(live_server, chromium, scheme,
+                                                        background, color):
+    """Apple's guidelines: black or outlined on light backgrounds, white on dark ones."""
+    context = chromium.new_context(color_scheme=scheme)
+    page = context.new_page()
+    browser_sign_in(page, live_server)
+    button = page.get_by_role("button", name="Continue with Apple")
+    style = button.evaluate("b => { const s = getComputedStyle(b);"
+                            " return [s.backgroundColor, s.color, s.borderTopColor]; }")
+    card = button.evaluate("b => getComputedStyle(b.closest('.card')).backgroundColor")
+    assert style[0] == background and style[1] == color
+    if scheme == "dark":
+        assert card != "rgb(255, 255, 255)"  # really a dark card: the button stands out on it
+        assert style[2] == "rgb(255, 255, 255)"
+    else:
+        assert style[2] == "rgb(0, 0, 0)"  # the outline
+    context.close()
