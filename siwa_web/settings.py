@@ -51,6 +51,7 @@ APPLE_TOKEN_LEEWAY = 60
 APPLE_ID_TOKEN_MAX_AGE = 24 * 3600 + 60  # reject identity tokens issued longer ago
 EMULATOR_BUNDLE_IDS: list[str] = []  # extra native bundle ids the emulator accepts
 EMULATOR_NOTIFICATION_URL = None  # default: <ISSUER>/apple/notifications
+EMULATOR_APP_NAME = "siwa-web"  # the app name the emulator's pages show, as Apple shows yours
 
 # --- Web sign-in ------------------------------------------------------------------------------
 LOGIN_TRANSACTION_TTL = 600

@@ -34,6 +34,7 @@ class EmulatorSettings:
     allow_insecure_redirects: bool = True  # dev only: http:// and localhost return URLs
     notification_url: str | None = None
     id_token_lifetime: int = 600
+    app_name: str = "siwa-web"  # what Apple's sheet calls the app (its name, never the client id)
 
     def is_bundle_id(self, client_id: str) -> bool:
         """Ask every time: apps are registered while the emulator runs."""
@@ -78,4 +79,5 @@ def settings_from_app(app: Flask) -> EmulatorSettings:
         base_url=cfg["APPLE_BASE_URL"],
         notification_url=cfg.get("EMULATOR_NOTIFICATION_URL")
         or cfg["ISSUER"] + NOTIFICATION_PATH,
+        app_name=cfg.get("EMULATOR_APP_NAME") or "siwa-web",
     )

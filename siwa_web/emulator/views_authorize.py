@@ -27,6 +27,7 @@ bp = Blueprint("authorize", __name__)
 CANCELLED = "user_cancelled_authorize"
 NAME_MAX = 100
 EMAIL_MAX = 254
+NEW_USER_FIELDS = ("email", "first_name", "last_name")
 
 
 @bp.get("/auth/authorize")
@@ -90,19 +91,34 @@ def _signin_page(state: EmulatorState, req: AuthorizeRequest, error: str | None 
     page = state.new_page({"stage": "signin", "request": req.as_dict()})
     with state.lock:
         users = [(u, state.authorization(u.id).first_time) for u in state.users.values()]
+    chosen = chosen_account(request.form) if request.method == "POST" else ""
+    if not chosen:  # the first visit: the first known user, or the new-user form if none
+        chosen = users[0][0].id if users else "new"
     html = render_template("signin.html", req=req, page=page, users=users, error=error,
-                           form=request.form)
+                           form=request.form, chosen=chosen, app_name=state.settings.app_name)
     return html, status
 
 
 def _consent_page(state: EmulatorState, req: AuthorizeRequest, user: AppleUser) -> str:
     page = state.new_page({"stage": "consent", "request": req.as_dict(), "user_id": user.id})
-    return render_template("consent.html", req=req, page=page, user=user)
+    return render_template("consent.html", req=req, page=page, user=user,
+                           app_name=state.settings.app_name)
+
+
+def chosen_account(form: Any) -> str:
+    """The account the person picked: typing into the new-user fields picks "new".
+
+    The fields belong to the "New test user" option, so filled fields win over a radio button
+    that was merely preselected (browsers without JavaScript cannot tick it while typing).
+    """
+    if any(form.get(k, "").strip() for k in NEW_USER_FIELDS):
+        return "new"
+    return form.get("account", "")
 
 
 def _after_signin(state: EmulatorState, req: AuthorizeRequest) -> ResponseReturnValue:
     form = request.form
-    account = form.get("account", "")
+    account = chosen_account(form)
     if account == "new":
         email = form.get("email", "").strip()
         first, last = form.get("first_name", "").strip(), form.get("last_name", "").strip()

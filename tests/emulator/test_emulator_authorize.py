@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -307,3 +308,77 @@ def test_next_login_cancel(emu):
     emu.admin("next-login", {"cancel": True})
     fields = form_fields(emu.authorize(state="c").get_data(as_text=True))
     assert fields == {"error": "user_cancelled_authorize", "state": "c"}
+
+
+def _checked(page: str) -> list[str]:
+    """The values of the ticked account radio buttons on a sign-in page."""
+    return re.findall(r'name="account" value="([^"]+)"\s+checked', page)
+
+
+def test_a_known_user_is_preselected_on_a_fresh_page(emu):
+    first = emu.user("first@example.com")
+    emu.user("second@example.com")
+    assert _checked(emu.authorize().get_data(as_text=True)) == [first["id"]]
+
+
+def test_no_user_yet_preselects_the_new_user_form(emu):
+    assert _checked(emu.authorize().get_data(as_text=True)) == ["new"]
+
+
+def test_typing_a_new_user_wins_over_the_preselected_one(emu):
+    """Without JavaScript the radio stays on the known user: the filled fields decide."""
+    old = emu.user("old@example.com", "Old", "User")
+    page = emu.authorize().get_data(as_text=True)
+    assert _checked(page) == [old["id"]]
+    resp = emu.submit(page, action="continue", account=old["id"], email="new@example.com",
+                      first_name="New", last_name="Person")
+    assert "Create your account" in resp.get_data(as_text=True)  # a first sign-in: consent
+    assert "new@example.com" in resp.get_data(as_text=True)
+    users = emu.admin("users", method="GET").get_json()["users"]
+    assert sorted(u["email"] for u in users) == ["new@example.com", "old@example.com"]
+
+
+@pytest.mark.parametrize("form", [
+    {"email": "not-an-address"},
+    {"first_name": "New", "email": ""},
+])
+def test_a_validation_error_keeps_the_new_user_choice(emu, form):
+    old = emu.user("old@example.com")
+    page = emu.authorize().get_data(as_text=True)
+    resp = emu.submit(page, action="continue", account=old["id"], **form)
+    again = resp.get_data(as_text=True)
+    assert resp.status_code == 400 and 'role="alert"' in again
+    assert _checked(again) == ["new"]  # not back to the first user
+    assert len(emu.admin("users", method="GET").get_json()["users"]) == 1
+    fixed = emu.submit(again, action="continue", account="new", email="fixed@example.com")
+    assert "fixed@example.com" in fixed.get_data(as_text=True)
+
+
+def test_a_known_user_chosen_explicitly_signs_in_as_that_user(emu):
+    emu.user("first@example.com")
+    second = emu.user("second@example.com")
+    page = emu.authorize(scope=None, response_mode="form_post").get_data(as_text=True)
+    resp = emu.submit(page, action="continue", account=second["id"])
+    token = form_fields(resp.get_data(as_text=True))["id_token"]
+    assert emu.verify(token).claims["sub"] == second["sub"]
+
+
+def test_pages_name_the_app_not_the_client_id(settings, team_key):
+    named = create_emulator_app(dataclasses.replace(settings, app_name="Ruiz & Co"))
+    emu = Emu(named.test_client(), team_key)
+    signin = emu.authorize().get_data(as_text=True)
+    assert "Sign in to <strong>Ruiz &amp; Co</strong>" in signin
+    consent = emu.submit(signin, action="continue", account="new", email="a@b.example")
+    page = consent.get_data(as_text=True)
+    assert re.search(r"<strong>Ruiz &amp; Co</strong> asks for your\s+email and name", page)
+    assert WEB_ID not in signin and WEB_ID not in page
+
+
+def test_app_name_comes_from_the_siwa_web_setting(app_config):
+    from siwa_web import create_app
+    from siwa_web.emulator import settings_from_app
+
+    default = settings_from_app(create_app(app_config | {"APPLE_EMULATOR": True}))
+    named = settings_from_app(create_app(app_config | {"APPLE_EMULATOR": True,
+                                                       "EMULATOR_APP_NAME": "Acme"}))
+    assert (default.app_name, named.app_name) == ("siwa-web", "Acme")
