@@ -56,8 +56,8 @@ EVENT_TITLES = {
     "app_disconnected": "Disconnected a web app",
     "backchannel_logout_sent": "A web app was told you signed out",
     "backchannel_logout_failed": "A web app could not be told you signed out (retrying)",
-    "identity_linked": "Linked an Apple ID",
-    "identity_unlinked": "Removed an Apple ID",
+    "identity_linked": "Linked an Apple Account",
+    "identity_unlinked": "Removed an Apple Account",
     "session_revoked": "Signed out a web session",
     "sessions_revoked_others": "Signed out all other web sessions",
     "family_revoked": "Signed out an app session",
@@ -68,8 +68,8 @@ EVENT_TITLES = {
     "refresh_token_reuse_detected": "An old app token was used again, so that app session was "
                                     "signed out to be safe",
     "token_revoked": "An app signed out",
-    "apple_consent_revoked": "Sign in with Apple was stopped in Apple ID settings",
-    "apple_account_deleted": "Apple said this Apple ID was deleted",
+    "apple_consent_revoked": "Sign in with Apple was stopped in Apple Account settings",
+    "apple_account_deleted": "Apple said this Apple Account was deleted",
     "apple_email_disabled": "Apple relay forwarding was turned off",
     "apple_email_enabled": "Apple relay forwarding was turned on",
     "account_deleted_in_app": "Deleted the account from an app",
@@ -92,7 +92,7 @@ BY_SUPPORT = Device("Support", None, "unknown")
 
 @dataclass(frozen=True)
 class ClientUse:
-    """One client an Apple ID signed in through."""
+    """One client an Apple Account signed in through."""
 
     label: str
     client_id: str
@@ -127,7 +127,7 @@ class WebSessionCard:
     created_at: datetime
     last_seen_at: datetime
     is_current: bool
-    via: str | None  # short sub of the Apple ID it signed in with
+    via: str | None  # short sub of the Apple Account it signed in with
     apps: tuple[str, ...] = ()  # web apps that signed in through this session
 
 
@@ -256,7 +256,7 @@ def _identity_rows(user_id: str) -> list[AppleIdentity]:
 
 
 def _identity_cards(user_id: str, identities: list[AppleIdentity]) -> list[IdentityCard]:
-    """Cards with the clients each Apple ID signed in through: Apple tokens, apps, the web."""
+    """Cards with the clients each Apple Account signed in through: Apple tokens, apps, the web."""
     services_id = current_app.config["APPLE_SERVICES_ID"]
     apps = db.session.execute(
         select(TokenFamily.identity_id, Client.bundle_id, Client.name)
@@ -488,8 +488,11 @@ def _renewals_title(client: str | None, renewals: int) -> str:
 
 
 def _title(row: AuditEvent) -> str:
-    if row.event == "web_login" and (row.details or {}).get("purpose") == "reauth":
+    purpose = (row.details or {}).get("purpose") if row.event == "web_login" else None
+    if purpose == "reauth":
         return "Signed in again to confirm it was you"
+    if purpose == "link":
+        return "Tried to link an Apple Account"
     if row.event == "operator_sign_out":
         ended = tuple(k for k in ("web_sessions", "app_sessions") if k in (row.details or {}))
         if ended in OPERATOR_SIGN_OUTS:

@@ -2,7 +2,7 @@
 
 Every action is a POST form with a CSRF token (CSRFProtect, app-wide), names its target by an id
 that is looked up *within the signed-in user's rows* (another user's id is a plain 404), and
-writes an audit event in the transaction that makes the change. Removing an Apple ID and
+writes an audit event in the transaction that makes the change. Removing an Apple Account and
 deleting the account also need a recent sign-in (`FRESH_LOGIN_MAX_AGE`).
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _back() -> Response:
 @bp.get("")
 @login_required
 def index() -> ResponseReturnValue:
-    """Show the profile, linked Apple IDs, web and app sessions, and recent activity."""
+    """Show the profile, linked Apple Accounts, web and app sessions, and recent activity."""
     overview = cards.overview(current_user, _current_session_id())
     return render_template("dashboard/index.html", o=overview)
 
@@ -161,13 +161,13 @@ def revoke_all_apps() -> ResponseReturnValue:
 @bp.get("/identities/<identity_id>/unlink")
 @login_required
 def confirm_unlink(identity_id: str) -> ResponseReturnValue:
-    """Explain what unlinking an Apple ID does, after a fresh sign-in."""
+    """Explain what unlinking an Apple Account does, after a fresh sign-in."""
     identity = cards.own_identity(_user_id(), identity_id)
     if identity is None:
         abort(404)
     if not _is_fresh():
         return _reauth_page(url_for("dashboard.confirm_unlink", identity_id=identity_id),
-                            "remove an Apple ID from your account")
+                            "remove an Apple Account from your account")
     count = cards.identity_count(_user_id())
     return render_template("dashboard/unlink.html", identity=cards.identity_card(identity),
                            is_last=count < 2)
@@ -192,7 +192,7 @@ def disconnect_app(client_id: str) -> ResponseReturnValue:
 @bp.post("/identities/<identity_id>/unlink")
 @login_required
 def unlink(identity_id: str) -> ResponseReturnValue:
-    """Remove an Apple ID from the account, never the last one."""
+    """Remove an Apple Account from the account, never the last one."""
     if cards.own_identity(_user_id(), identity_id) is None:
         abort(404)
     if not _is_fresh():
@@ -206,14 +206,14 @@ def unlink(identity_id: str) -> ResponseReturnValue:
     except deletion.LastIdentity:
         db.session.rollback()
         body, status = render_error(
-            409, "You can't remove your only Apple ID",
+            409, "You can't remove your only Apple Account",
             "It is the only way to sign in to this account, so it was not removed.",
-            "Link another Apple ID first, or delete the account instead.")
+            "Link another Apple Account first, or delete the account instead.")
         return body, status
     db.session.commit()
     apple_revocations.send_due(removed.revocation_ids)
     ended = removed.web_sessions + removed.app_sessions
-    flash("Apple ID removed. It can no longer sign in to this account"
+    flash("Apple Account removed. It can no longer sign in to this account"
           + (f", and {_plural(ended, 'session')} signed in with it ended." if ended else "."),
           "success")
     return _back()
@@ -249,7 +249,7 @@ def delete() -> ResponseReturnValue:
               f"ID: {MANUAL_REVOKE}", "success")
     elif report.all_sent:
         flash("Your account and its data are deleted, and Apple has been told that siwa-web "
-              "may no longer use your Apple ID.", "success")
+              "may no longer use your Apple Account.", "success")
     else:
         flash("Your account and its data are deleted. Apple could not be reached to end "
               "Sign in with Apple for siwa-web; we keep trying automatically. You can also do "

@@ -92,12 +92,13 @@ def unlink_identity(user_id: str, identity_id: str, *, keep_session: str | None)
     _move_email_off(identities, target)
     revocations = [queue_revocation(t, user_id) for t in target.apple_tokens]
     ended = len(end_sessions(WebSession.identity_id == target.id,
-                             WebSession.id != (keep_session or ""), reason="Apple ID unlinked"))
+                             WebSession.id != (keep_session or ""),
+                             reason="Apple Account unlinked"))
     families = db.session.scalars(
         select(TokenFamily).where(TokenFamily.identity_id == target.id,
                                   TokenFamily.revoked_at.is_(None))
     ).all()
-    apps = sum(1 for f in families if revoke_family(db.session, f, "Apple ID unlinked"))
+    apps = sum(1 for f in families if revoke_family(db.session, f, "Apple Account unlinked"))
     db.session.flush()
     ids = [r.id for r in revocations if r is not None]
     audit.record("identity_unlinked", user_id=user_id,

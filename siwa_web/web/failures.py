@@ -24,6 +24,9 @@ from .signin import WrongAccount
 
 START_AGAIN = "Start again from the sign-in page."
 WAIT_A_MINUTE = "Wait a minute, then start again."
+# A browser that is still signed in (a replayed callback, a failed link) has nothing to start
+# again: the page says so beside its "Back to your account" button.
+ALREADY_SIGNED_IN = "You are already signed in: go back to your account."
 
 
 class IncompleteAnswer(Exception):
@@ -38,7 +41,8 @@ class Failure:
     `alert` is a %-style line logged at ERROR before the page, for failures an operator must
     fix, as the event `alert_event` (models/events.py); `retry_after` (seconds) is sent as
     Retry-After. `outcome` names the row in the metrics (`siwa_web_sign_ins_total`): fixed,
-    unlike `reason`, which may carry Apple's error code.
+    unlike `reason`, which may carry Apple's error code. `signed_in_action` replaces `action`
+    for a browser that is signed in (default: "start again" becomes "you are already signed in").
     """
 
     catches: tuple[type[Exception], ...]
@@ -52,6 +56,15 @@ class Failure:
     alert: str | None = None
     alert_args: Callable[[Exception], tuple] = lambda exc: ()
     alert_event: str | None = None
+    signed_in_action: str | None = None
+
+    def action_for(self, signed_in: bool) -> str:
+        """The advice that fits the browser: a signed-in one is not sent to the sign-in page."""
+        if not signed_in:
+            return self.action
+        if self.signed_in_action is not None:
+            return self.signed_in_action
+        return ALREADY_SIGNED_IN if self.action == START_AGAIN else self.action
 
     def reason_for(self, exc: Exception) -> str:
         return self.reason(exc) if callable(self.reason) else self.reason
@@ -90,14 +103,16 @@ FAILURES: tuple[Failure, ...] = (
             outcome="invalid_id_token"),
     Failure((SubjectMismatch,), 400, *_UNVERIFIED, reason="front/back subject mismatch",
             outcome="subject_mismatch"),
-    Failure((IdentityTaken,), 409, "That Apple ID belongs to another account",
+    Failure((IdentityTaken,), 409, "That Apple Account belongs to another account",
             "It is already linked to a different siwa-web account, so it was not linked to "
             "this one.",
             reason="identity taken", outcome="identity_taken",
-            action="Sign in with that Apple ID to manage the other account."),
-    Failure((WrongAccount,), 403, "That Apple ID is not linked to this account",
-            "Please confirm with an Apple ID linked to the account you are signed in to.",
-            reason="reauth with a foreign Apple ID", outcome="wrong_account"),
+            action="Sign in with that Apple Account to manage the other account."),
+    Failure((WrongAccount,), 403, "That Apple Account is not linked to this account",
+            "Please confirm with an Apple Account linked to the account you are signed in to.",
+            reason="reauth with a foreign Apple Account", outcome="wrong_account",
+            signed_in_action="Go back to your account and confirm with an Apple Account that "
+                             "is linked to it."),
     Failure((OperationalError,), 503, "We could not finish signing you in",
             "Our database did not answer. Nothing was changed.",
             reason="database unavailable", outcome="database_unavailable", action=WAIT_A_MINUTE,

@@ -82,7 +82,7 @@ def start() -> ResponseReturnValue:
 @bp.post("/apple/link")
 @login_required
 def link() -> ResponseReturnValue:
-    """Send a signed-in user to Apple to link another Apple ID."""
+    """Send a signed-in user to Apple to link another Apple Account."""
     return _to_apple("link", "/dashboard", user_id=current_user.id)
 
 
@@ -121,21 +121,21 @@ def callback() -> ResponseReturnValue:
         return _cancelled(tx, form.get("error", ""))
     code = form.get("code", "")
     if not CODE_RE.match(code) or not form.get("id_token"):
-        return _failed(failures.IncompleteAnswer())
+        return _failed(failures.IncompleteAnswer(), tx)
     name = signin.parse_user_json(form.get("user"))
     user = current_user._get_current_object() if current_user.is_authenticated else None
     try:
         outcome = signin.complete(tx, code, form["id_token"], name, user)
     except failures.KNOWN as exc:  # anything else is a bug: the crash page and a traceback
         db.session.rollback()
-        return _failed(exc)
+        return _failed(exc, tx)
     return _finished(tx, outcome)
 
 
 def _finished(tx, outcome: signin.Outcome) -> ResponseReturnValue:
     metrics.recorder().web_sign_in("success")
     if outcome.linked:
-        flash("Apple ID linked. You can now sign in with either.", "success")
+        flash("Apple Account linked. You can now sign in with either.", "success")
     elif tx.purpose == "reauth":
         flash("Signed in again. You can continue.", "success")
     elif outcome.created:
@@ -164,24 +164,34 @@ def _cancelled(tx, error: str) -> ResponseReturnValue:
     return resp
 
 
-def _failed(exc: Exception) -> ResponseReturnValue:
-    """Answer a failure from the table in `failures` with its page, log lines and audit record."""
+def _failed(exc: Exception, tx=None) -> ResponseReturnValue:
+    """Answer a failure from the table in `failures` with its page, log lines and audit record.
+
+    The audit record names the user when one is known (the transaction's, e.g. a refused link,
+    or the signed-in browser's), so the failure shows in that user's activity.
+    """
     failure = failures.failure_for(exc)
     if failure is None:
         raise exc
     metrics.recorder().web_sign_in(failure.outcome)
     if failure.alert:
         log.error(failure.alert, *failure.alert_args(exc), extra={"event": failure.alert_event})
+    signed_in = current_user.is_authenticated
+    user_id = (tx.user_id if tx is not None else None) or (current_user.id if signed_in else None)
+    details = {"purpose": tx.purpose} if tx is not None and tx.purpose != "login" else {}
     return _fail(failure.status, failure.title, failure.message, failure.reason_for(exc),
-                 action=failure.action, headers=failure.headers())
+                 action=failure.action_for(signed_in), headers=failure.headers(),
+                 user_id=user_id, details=details)
 
 
 def _fail(status: int, title: str, message: str, reason: str,
-          action: str = "Start again from the sign-in page.", headers: dict | None = None) -> tuple:
+          action: str = failures.START_AGAIN, headers: dict | None = None,
+          user_id: str | None = None, details: dict | None = None) -> tuple:
     ref = new_reference()  # the request id, which every log line of this request carries
     log.warning("web sign-in failed: %s", reason, extra={
         "event": "web_login", "outcome": "failure", "ref": ref, "reason": reason})
-    audit.record_failure("web_login", reason[:100], details={"ref": ref}, log_level=None)
+    audit.record_failure("web_login", reason[:100], user_id=user_id,
+                         details={**(details or {}), "ref": ref}, log_level=None)
     body, status = render_error(status, title, message, action, ref=ref)
     return body, status, {"Cache-Control": "no-store", **(headers or {})}
 

@@ -62,7 +62,21 @@ def test_empty_states_explain_themselves(signed_in):
     assert "No other browser is signed in" in html
     assert "No app is signed in" in html
     assert "Your only way to sign in" in html
-    assert "Continue with Apple" in html  # link another Apple ID
+    assert "Continue with Apple" in html  # link another Apple Account
+
+
+def test_pages_say_apple_account_in_whole_sentences(app, fake_apple):
+    """Apple's current name for the account is "Apple Account"; the Apple-token line reads."""
+    me = Browser(app, fake_apple).sign_in(SUB_A)
+    html = me.page()
+    assert "When you remove it, siwa-web asks Apple to end this sign-in too." in html
+    identity = one(app, AppleIdentity).id
+    pages = [html, me.page("/dashboard/activity"), me.page("/auth/login?prompt=login"),
+             me.client.get(f"/dashboard/identities/{identity}/unlink").get_data(as_text=True)]
+    pages.append(Browser(app, fake_apple).client.get("/auth/login").get_data(as_text=True))
+    for page in pages:
+        assert "Apple ID" not in page
+    assert "Apple Account" in html
 
 
 def test_dashboard_without_email_or_name(app, fake_apple):
@@ -156,6 +170,10 @@ def test_sign_out_every_other_session(app, fake_apple):
 def test_revoking_this_browsers_own_session_signs_it_out(app, fake_apple):
     me = Browser(app, fake_apple).sign_in()
     own = one(app, WebSession).id
+    sessions_card = section(me.page(), "web-sessions")
+    # the current browser's row offers the button docs/dashboard.md describes
+    assert f'action="/dashboard/sessions/{own}/revoke"' in sessions_card
+    assert 'Sign out<span class="visually-hidden"> this browser</span>' in sessions_card
     resp = me.post(f"/dashboard/sessions/{own}/revoke")
     assert resp.status_code == 303 and resp.headers["Location"] == "/auth/login"
     assert not me.is_signed_in()

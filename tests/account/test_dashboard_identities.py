@@ -1,4 +1,4 @@
-"""Linked Apple IDs on the dashboard: linking another, and unlinking (never the last one)."""
+"""Linked Apple Accounts on the dashboard: linking another, and unlinking (never the last one)."""
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -37,7 +37,7 @@ def test_link_another_apple_id_from_the_dashboard(app, fake_apple):
     ids = section(html, "apple-ids")
     assert "001111.aaaa…0001" in ids and "001111.a2a2…0002" in ids and "work@example.com" in ids
     assert ids.count("Remove…") == 2 and "Your only way to sign in" not in ids
-    assert "Apple ID linked" in html
+    assert "Apple Account linked" in html
     assert len(events(app, "identity_linked")) == 1
 
 
@@ -57,10 +57,10 @@ def test_unlink_removes_the_apple_id_and_revokes_its_apple_token(app, fake_apple
     assert len(expected) == 1
     target = identity_id(app, SUB_A2)
     confirm = me.page(f"/dashboard/identities/{target}/unlink")
-    assert "Remove this Apple ID?" in confirm and "We ask Apple" in confirm
+    assert "Remove this Apple Account?" in confirm and "We ask Apple" in confirm
     resp = me.post(f"/dashboard/identities/{target}/unlink")
     assert resp.status_code == 303 and resp.headers["Location"] == "/dashboard"
-    assert "Apple ID removed" in flashes(me, "/dashboard")
+    assert "Apple Account removed" in flashes(me, "/dashboard")
     with app.app_context():
         assert db.session.scalars(select(AppleIdentity.sub)).all() == [SUB_A]
         [outbox] = db.session.scalars(select(AppleRevocation)).all()
@@ -88,7 +88,7 @@ def test_unlink_ends_sessions_signed_in_with_that_apple_id(app, fake_apple):
     assert api_me(app, app_via_a).status_code == 200
     [event] = events(app, "identity_unlinked")
     assert event.details["web_sessions"] == 1 and event.details["app_sessions"] == 1
-    # the native Apple token of the unlinked Apple ID was revoked with the bundle id too
+    # the native Apple token of the unlinked Apple Account was revoked with the bundle id too
     assert len(fake_apple.revoke_requests) == 2
 
 
@@ -117,7 +117,7 @@ def test_unlinking_the_last_apple_id_is_refused(app, fake_apple):
     before = snapshot(app)
     resp = me.post(f"/dashboard/identities/{only}/unlink")
     assert resp.status_code == 409
-    assert "only Apple ID" in resp.get_data(as_text=True)
+    assert "only Apple Account" in resp.get_data(as_text=True)
     assert snapshot(app) == before
     assert fake_apple.revoke_requests == []
     assert me.is_signed_in()
@@ -140,6 +140,6 @@ def test_unlink_needs_a_recent_sign_in(app, fake_apple):
     back = me.reauth(SUB_A, f"/dashboard/identities/{target}/unlink")
     assert back.status_code == 303
     assert back.headers["Location"] == f"/dashboard/identities/{target}/unlink"
-    assert "Remove this Apple ID?" in me.page(back.headers["Location"])
+    assert "Remove this Apple Account?" in me.page(back.headers["Location"])
     assert me.post(f"/dashboard/identities/{target}/unlink").status_code == 303
     assert len(events(app, "identity_unlinked")) == 1

@@ -20,6 +20,7 @@ from siwa_web.apple.errors import AppleRejected
 from siwa_web.apple.errors import AppleUnavailable
 from siwa_web.apple.errors import InvalidIdentityToken
 from siwa_web.infra.extensions import db
+from siwa_web.models import AppleIdentity
 from siwa_web.models import AuditEvent
 from siwa_web.models import LoginTransaction
 from siwa_web.models import User
@@ -35,6 +36,7 @@ from support.web import callback_form
 from support.web import start_login
 
 START_AGAIN = "Start again from the sign-in page."
+ALREADY_SIGNED_IN = "You are already signed in: go back to your account."
 WAIT = "Wait a minute, then start again."
 DISABLED_MESSAGE = "Signing in to it is not possible while it is disabled. Nothing was changed."
 DISABLED_ACTION = "If you think this is a mistake, contact the site's support."
@@ -69,13 +71,13 @@ COMPLETE_FAILURES = [
     ("subject-mismatch", lambda: signin.SubjectMismatch(), 400,
      *UNVERIFIED, START_AGAIN, None, "front/back subject mismatch", None),
     ("identity-taken", lambda: IdentityTaken("000001.aaaa.0001"), 409,
-     "That Apple ID belongs to another account",
+     "That Apple Account belongs to another account",
      "It is already linked to a different siwa-web account, so it was not linked to this one.",
-     "Sign in with that Apple ID to manage the other account.", None, "identity taken", None),
+     "Sign in with that Apple Account to manage the other account.", None, "identity taken", None),
     ("wrong-account", lambda: signin.WrongAccount(), 403,
-     "That Apple ID is not linked to this account",
-     "Please confirm with an Apple ID linked to the account you are signed in to.",
-     START_AGAIN, None, "reauth with a foreign Apple ID", None),
+     "That Apple Account is not linked to this account",
+     "Please confirm with an Apple Account linked to the account you are signed in to.",
+     START_AGAIN, None, "reauth with a foreign Apple Account", None),
     ("database-unavailable",
      lambda: OperationalError("COMMIT", {}, ConnectionResetError("server closed")), 503,
      "We could not finish signing you in", "Our database did not answer. Nothing was changed.",
@@ -253,11 +255,12 @@ def test_reauth_with_another_accounts_apple_id(app, fake_apple, caplog):
     caplog.set_level(logging.INFO)
     resp = me.reauth(SUB_B)
     assert_failure_page(resp, app, caplog, status=403,
-                        title="That Apple ID is not linked to this account",
-                        message="Please confirm with an Apple ID linked to the account you are "
-                                "signed in to.",
-                        action=START_AGAIN, retry_after=None,
-                        reason="reauth with a foreign Apple ID", signed_in=True)
+                        title="That Apple Account is not linked to this account",
+                        message="Please confirm with an Apple Account linked to the account "
+                                "you are signed in to.",
+                        action="Go back to your account and confirm with an Apple Account "
+                               "that is linked to it.", retry_after=None,
+                        reason="reauth with a foreign Apple Account", signed_in=True)
     assert me.is_signed_in()
 
 
@@ -280,10 +283,10 @@ def test_linking_another_accounts_apple_id(app, fake_apple, caplog):
     caplog.set_level(logging.INFO)
     resp = me.link(SUB_B)
     assert_failure_page(resp, app, caplog, status=409,
-                        title="That Apple ID belongs to another account",
+                        title="That Apple Account belongs to another account",
                         message="It is already linked to a different siwa-web account, so it "
                                 "was not linked to this one.",
-                        action="Sign in with that Apple ID to manage the other account.",
+                        action="Sign in with that Apple Account to manage the other account.",
                         retry_after=None, reason="identity taken", signed_in=True)
 
 
@@ -302,3 +305,46 @@ def test_the_most_specific_row_wins_and_unknown_exceptions_have_none():
     assert failures.failure_for(RuntimeError("boom")) is None
     assert failures.failure_for(IntegrityError("INSERT", {}, Exception("dup"))) is None
     assert not {Exception, BaseException} & set(failures.KNOWN)
+
+
+# --- advice that fits the browser's state ----------------------------------------------------
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_replayed_callback_advice_fits_the_browser(app, fake_apple, caplog, signed_in):
+    """Signed in: "already signed in" beside "Back to your account"; else: start again."""
+    browser = Browser(app, fake_apple)
+    start = start_login(browser.client)
+    form = callback_form(fake_apple, start, sub=SUB_A)
+    first = browser.client.post(CALLBACK, data=form)
+    assert first.status_code == 303
+    if not signed_in:
+        browser.client.post("/auth/logout", data={"csrf_token": browser.csrf()})
+        browser.client.get("/auth/login")  # shows (and so drops) the "signed out" message
+        assert not browser.is_signed_in()
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    resp = browser.client.post(CALLBACK, data=form)
+    html = resp.get_data(as_text=True)
+    assert_failure_page(resp, app, caplog, status=400, title=STALE[0], message=STALE[1],
+                        action=ALREADY_SIGNED_IN if signed_in else START_AGAIN,
+                        retry_after=None, reason="state issued to another browser",
+                        signed_in=signed_in)
+    if signed_in:
+        assert "Back to your account" in html and "sign-in page" not in html
+        assert browser.is_signed_in()
+    else:
+        assert "Back to sign-in" in html and "Back to your account" not in html
+
+
+def test_refused_link_is_in_the_users_activity(app, fake_apple):
+    Browser(app, fake_apple).sign_in(SUB_B)
+    me = Browser(app, fake_apple).sign_in(SUB_A)
+    assert me.link(SUB_B).status_code == 409
+    [event] = failure_events(app)
+    with app.app_context():
+        mine = db.session.scalar(select(AppleIdentity.user_id).where(AppleIdentity.sub == SUB_A))
+    assert event.user_id == mine and event.details["purpose"] == "link"
+    activity = me.page("/dashboard/activity")
+    assert "Tried to link an Apple Account" in activity
+    assert "identity taken" in activity
