@@ -215,11 +215,28 @@ class MissingTokenError(BearerError):
 
 
 class InvalidTokenError(BearerError):
-    """The access token is malformed, expired, revoked or not for this API (RFC 6750 §3.1)."""
+    """The access token is malformed, expired, revoked or not for this API (RFC 6750 §3.1).
+
+    The description says which, so an integrator knows whether to refresh, to ask for another
+    audience or to sign in again; it names only the token's own state, never another user's.
+    """
 
     error = "invalid_token"
-    description = "The access token is invalid, expired or revoked."
+    description = "The access token is not valid."
     status_code = 401
+    DESCRIPTIONS = {
+        "aud_mismatch": "The access token is for another audience.",
+        "expired": "The access token has expired.",
+        "family_expired": "The app session of this access token has ended.",
+        "family_revoked": "The access token was revoked.",
+        "family_unknown": "The access token was revoked.",
+        "user_disabled": "The account of this access token is disabled.",
+        "issued_in_future": "The access token is not valid yet.",
+        "typ_not_at_jwt": "The token is not an access token.",
+    }
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description or self.DESCRIPTIONS.get(reason or ""), reason=reason)
 
 
 class InvalidBearerRequestError(BearerError):

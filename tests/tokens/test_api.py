@@ -367,3 +367,38 @@ def test_database_down_is_503_not_500(app, client, native_session):
     assert response.status_code == 503
     assert response.get_json()["error"] == "temporarily_unavailable"
     assert int(response.headers["Retry-After"]) > 0
+
+
+# --- which problem the description names (RFC 6750 error_description) ------------------------
+
+
+def _description(response) -> str:
+    assert_invalid_token(response)
+    description = response.get_json()["error_description"]
+    assert f'error_description="{description}"' in response.headers["WWW-Authenticate"]
+    return description
+
+
+def test_description_names_another_audience(client, fake_apple, native_client):
+    session = exchange(client, fake_apple, native_client, audience=PARTNER_API).get_json()
+    response = client.get("/api/me", headers=bearer(session["access_token"]))
+    assert _description(response) == "The access token is for another audience."
+
+
+def test_description_names_expiry(app, client, native_session):
+    token = forge(app, native_session, exp=int(time.time()) - 120)
+    response = client.get("/api/me", headers=bearer(token))
+    assert _description(response) == "The access token has expired."
+
+
+def test_description_names_revocation(client, native_client, native_session):
+    client.post("/oauth/revoke", data={"token": native_session["refresh_token"],
+                                       "client_id": native_client.client_id})
+    response = client.get("/api/me", headers=bearer(native_session["access_token"]))
+    assert _description(response) == "The access token was revoked."
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", "a.b.c"])
+def test_description_of_garbage_says_not_valid_and_nothing_more(client, token):
+    response = client.get("/api/me", headers=bearer(token))
+    assert _description(response) == "The access token is not valid."

@@ -603,7 +603,18 @@ def test_tx17_answer_without_identity_token_is_an_outage(app, client, fake_apple
 def test_tx18_nonce_binding(app, client, fake_apple, native_client, sent, in_token):
     code = fake_apple.authorize(client_id=BUNDLE_ID, nonce=in_token).code
     data = exchange_params(native_client, code, nonce=sent)
-    refused(app, client, fake_apple, data, 400, "invalid_grant", apple_called=True)
+    body = refused(app, client, fake_apple, data, 400, "invalid_grant", apple_called=True)
+    # the description says it is the nonce, so the app developer knows what to fix
+    assert "nonce" in body["error_description"]
+    expected = {
+        ("raw1", sha256_hex("raw2")): "The nonce in the identity token from Apple does not "
+                                      "match the nonce sent.",
+        ("raw1", "raw2"): "The nonce in the identity token from Apple does not match the "
+                          "nonce sent.",
+        ("raw1", None): "The identity token from Apple carries no nonce, but a nonce was sent.",
+        (None, sha256_hex("raw1")): "The identity token carries a nonce but none was sent.",
+    }[(sent, in_token)]
+    assert body["error_description"] == expected
 
 
 @pytest.mark.parametrize("in_token", ["hashed", "raw"])

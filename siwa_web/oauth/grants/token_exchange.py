@@ -47,6 +47,15 @@ MAX_NONCE = 256
 _APPLE_CODE = re.compile(r"^[A-Za-z0-9._-]+$")
 _NONCE = re.compile(r"^[\x21-\x7e]+$")
 SIGN_IN_ATTEMPTS = 3
+# What an app developer can act on, by the verifier's reason; anything else stays generic.
+ID_TOKEN_PROBLEMS = {
+    "nonce mismatch": "The nonce in the identity token from Apple does not match the nonce sent.",
+    "missing nonce": "The identity token from Apple carries no nonce, but a nonce was sent.",
+    "invalid nonce": "The nonce in the identity token from Apple is malformed.",
+    "expired": "The identity token from Apple has expired.",
+    "too old": "The identity token from Apple was issued too long ago.",
+    "invalid aud": "The identity token from Apple is for another app.",
+}
 
 
 class TokenExchangeGrant(BaseGrant):
@@ -197,7 +206,7 @@ class TokenExchangeGrant(BaseGrant):
             raise InvalidGrantError(description, reason=f"apple_{exc.error}"[:60]) from exc
         except InvalidIdentityToken as exc:
             raise InvalidGrantError(
-                "The identity token from Apple is not valid.",
+                ID_TOKEN_PROBLEMS.get(exc.reason, "The identity token from Apple is not valid."),
                 reason="id_token_" + exc.reason.replace(" ", "_")[:50],
             ) from exc
         except AppleUnavailable as exc:
