@@ -5,8 +5,6 @@ fails at any point of a request.
 from __future__ import annotations
 
 import logging
-import math
-import time
 
 from flask import Flask
 from flask import Response
@@ -14,6 +12,7 @@ from flask import jsonify
 from flask import make_response
 from flask import render_template
 from flask import request
+from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +23,7 @@ from ..infra.database import request_committed
 from ..oauth.errors import TemporarilyUnavailableError
 from ..oauth.server import DB_UNAVAILABLE
 from ..tokens.service import render_error as render_oauth_error
+from . import error_pages
 
 log = logging.getLogger(__name__)
 DB_RETRY_AFTER = TemporarilyUnavailableError.retry_after
@@ -49,20 +49,6 @@ def render_error(status: int, title: str, message: str, action: str | None = Non
     body = render_template("errors/error.html", status=status, title=title, message=message,
                            action=action, ref=ref)
     return body, status
-
-
-def _too_many(ref: str) -> tuple[str, int, dict[str, str]]:
-    """A browser's spent rate limit (Flask-Limiter's): say how long to wait, and Retry-After."""
-    from ..infra.extensions import limiter
-
-    current = limiter.current_limit
-    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 60
-    minutes = max(1, round(retry_after / 60))
-    body, status = render_error(
-        429, "Too many requests",
-        "This network sent more requests of this kind than siwa-web accepts in a short time.",
-        f"Wait about {minutes} minute{'s' if minutes != 1 else ''}, then try again.", ref=ref)
-    return body, status, {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
 
 
 def database_unavailable(exc: BaseException) -> Response:
@@ -115,6 +101,26 @@ def _end_transaction(response: Response) -> Response:
     return response
 
 
+def _http_page(exc: HTTPException):
+    """siwa-web's page for an HTTP error, in its own words (never Werkzeug's), with a wait."""
+    ref = new_reference()
+    status = exc.code or 500
+    log.info("http error %s on %s", status, request.path,
+             extra={"event": "http_error", "status": status, "path": request.path})
+    page = error_pages.page_for(exc, request.path)
+    action = page.action_for(current_user.is_authenticated)
+    headers = {"Cache-Control": "no-store"}
+    wait = error_pages.retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = str(wait)
+        action = error_pages.wait_advice(wait)
+    allowed = getattr(exc, "valid_methods", None)
+    if status == 405 and allowed:
+        headers["Allow"] = ", ".join(allowed)
+    body, status = render_error(status, page.title, page.message, action, ref=ref)
+    return body, status, headers
+
+
 def init_app(app: Flask) -> None:
     for failure in DB_UNAVAILABLE:
         app.register_error_handler(failure, _database_failed)
@@ -128,12 +134,7 @@ def init_app(app: Flask) -> None:
             resp.status_code = exc.code or 500
             resp.headers["Cache-Control"] = "no-store"
             return resp
-        ref = new_reference()
-        log.info("http error %s on %s", exc.code, request.path,
-                 extra={"event": "http_error", "status": exc.code, "path": request.path})
-        if exc.code == 429:
-            return _too_many(ref)
-        return render_error(exc.code or 500, exc.name, exc.description or "", ref=ref)
+        return _http_page(exc)
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
@@ -148,6 +149,6 @@ def init_app(app: Flask) -> None:
             resp.status_code = 500
             resp.headers["Cache-Control"] = "no-store"
             return resp
-        return render_error(500, "Something went wrong",
-                            "An unexpected error stopped this request. Nothing was changed.",
-                            "Try again in a moment.", ref=ref)
+        page = error_pages.PAGES[500]
+        body, status = render_error(500, page.title, page.message, page.action, ref=ref)
+        return body, status, {"Cache-Control": "no-store"}

@@ -18,15 +18,15 @@ from ..apple.errors import AppleUnavailable
 from ..apple.errors import InvalidIdentityToken
 from ..users.accounts import AccountDisabled
 from ..users.accounts import IdentityTaken
+from .error_pages import ALREADY_SIGNED_IN
+from .error_pages import START_AGAIN
 from .login_tx import StateError
 from .signin import SubjectMismatch
 from .signin import WrongAccount
 
-START_AGAIN = "Start again from the sign-in page."
 WAIT_A_MINUTE = "Wait a minute, then start again."
 # A browser that is still signed in (a replayed callback, a failed link) has nothing to start
-# again: the page says so beside its "Back to your account" button.
-ALREADY_SIGNED_IN = "You are already signed in: go back to your account."
+# again: the page says ALREADY_SIGNED_IN beside its "Back to your account" button.
 
 
 class IncompleteAnswer(Exception):
