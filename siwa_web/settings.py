@@ -21,6 +21,9 @@ DB_POOL_SIZE = 16
 DB_MAX_OVERFLOW = 8
 SQLITE_WRITER_GATE = True  # a worker's threads take turns at SQLite's write lock (sqlite_gate)
 ISSUER = "http://localhost:5000"  # our public base URL; `iss` of our tokens
+# Browser pages only on ISSUER's host (cookies set on another name miss Apple's callback):
+# development redirects GET/HEAD there, production answers 421 naming the host. JSON is exempt.
+ENFORCE_ISSUER_HOST = True
 TRUST_PROXY_HOPS = 0  # number of reverse proxies whose X-Forwarded-* headers we trust
 MAX_CONTENT_LENGTH = 64 * 1024
 LOG_LEVEL = "INFO"

@@ -112,6 +112,10 @@ def app_config(database_url, apple_private_key_pem) -> dict:
         "APPLE_PRIVATE_KEY": apple_private_key_pem,
         "APPLE_SERVICES_ID": SERVICES_ID,
         "RATELIMIT_ENABLED": True,
+        # The test client calls itself "localhost", not ISSUER's siwa.test; the host check has
+        # its own tests (tests/web/test_issuer_host.py) and the walk-through.
+        "ENFORCE_ISSUER_HOST": False,
+        "EMULATOR_STATE_FILE": "",  # no state file shared between tests (tmp paths where needed)
     }
 
 

@@ -7,9 +7,11 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Web sessions behind Flask-Login, siwa-web's error pages, the sign-in routes."""
     from . import errors
+    from . import host
     from . import sessions
     from . import views
 
+    host.init_app(app)
     sessions.init_app(app)
     errors.init_app(app)
     views.init_app(app)
