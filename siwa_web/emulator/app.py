@@ -28,7 +28,7 @@ PAGE_CSP = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 
 def create_emulator_app(settings: EmulatorSettings) -> Flask:
-    """A separate app with its own in-memory state, so two emulators never share users."""
+    """A separate app with its own state (in memory, or in `settings.state_file` if given)."""
     _check_keys(settings)
     app = Flask(
         "siwa_web.emulator",
@@ -38,7 +38,8 @@ def create_emulator_app(settings: EmulatorSettings) -> Flask:
     )
     app.json = ReusedEncoderJSONProvider(app)  # depth-bounded request JSON, as siwa-web's own
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    app.extensions[STATE_KEY] = EmulatorState(settings)
+    state = EmulatorState(settings)
+    app.extensions[STATE_KEY] = state
     from . import admin_flows  # noqa: F401  (adds its routes to the admin blueprint)
     from . import consent  # noqa: F401  (the same: out-of-band consent withdrawal)
     from . import views_migration  # noqa: F401  (team transfer: oauth and admin routes)
@@ -50,7 +51,20 @@ def create_emulator_app(settings: EmulatorSettings) -> Flask:
         app.register_blueprint(bp)
     app.after_request(_page_headers)
     app.register_error_handler(HTTPException, _http_error)
+    if settings.state_file is not None:
+        _keep_state_on_disk(app, state)
     return app
+
+
+def _keep_state_on_disk(app: Flask, state: EmulatorState) -> None:
+    """Reload what another process saved before each request; save what changed after it."""
+
+    @app.after_request
+    def _save(response: Response) -> Response:
+        state.persist()
+        return response
+
+    app.before_request(state.sync)
 
 
 def _check_keys(settings: EmulatorSettings) -> None:

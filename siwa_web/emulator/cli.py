@@ -12,6 +12,9 @@ from werkzeug.serving import run_simple
 
 from .app import create_emulator_app
 from .settings import settings_from_app
+from .settings import state_file
+from .store import KEEP_ON_RESET
+from .store import StateFile
 
 group = AppGroup("emulator", help="The offline Apple (appleid.apple.com) emulator.")
 
@@ -40,6 +43,30 @@ def run(host: str, port: int) -> None:
     settings = dataclasses.replace(settings_from_app(app), base_url=base_url)
     click.echo(f"Apple emulator (development only) on {base_url}")
     run_simple(host, port, create_emulator_app(settings), threaded=True)
+
+
+@group.command("reset")
+@click.option("--keys", is_flag=True, help="Also forget the signing keys (RPs refetch them).")
+def reset(keys: bool) -> None:
+    """Forget the emulator's users, consents and tokens kept in instance/ across restarts.
+
+    A running emulator notices at its next request. siwa-web's accounts are not touched: a test
+    user created afterwards gets a new Apple user id, and so a new siwa-web account.
+    """
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    path = state_file(app)
+    if path is None:
+        click.echo("The emulator keeps its state in memory (EMULATOR_STATE_FILE is empty).")
+        return
+    if not path.exists():
+        click.echo(f"Nothing to reset: {path} does not exist.")
+        return
+    store = StateFile(path)
+    try:
+        removed = store.clear(keep=() if keys else KEEP_ON_RESET)
+    finally:
+        store.close()
+    click.echo(f"Emulator state reset: {removed} record(s) removed from {path}.")
 
 
 def init_app(app: Flask) -> None:

@@ -32,6 +32,17 @@ class KeyRing:
         for _ in range(max(1, count)):
             self.add()
 
+    @classmethod
+    def restore(cls, private_jwks: list[dict[str, Any]]) -> KeyRing:
+        """The ring saved by `private_jwks()`, oldest first (the last one signs)."""
+        ring = cls.__new__(cls)
+        ring.keys = [SigningKey(k["kid"], RSAKey.import_key(k)) for k in private_jwks]
+        return ring
+
+    def private_jwks(self) -> list[dict[str, Any]]:
+        """Every key with its private part, oldest first: only for the emulator's state file."""
+        return [item.key.as_dict(private=True) for item in self.keys]
+
     @property
     def signer(self) -> SigningKey:
         return self.keys[-1]

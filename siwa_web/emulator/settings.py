@@ -6,6 +6,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
@@ -14,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 log = logging.getLogger(__name__)
 
 APPLE_ISSUER = "https://appleid.apple.com"
+STATE_FILE_NAME = "emulator-state.sqlite"
 NOTIFICATION_PATH = "/apple/notifications"  # siwa-web's receiver (siwa_web/apple_events.py)
 
 
@@ -35,6 +37,7 @@ class EmulatorSettings:
     notification_url: str | None = None
     id_token_lifetime: int = 600
     app_name: str = "siwa-web"  # what Apple's sheet calls the app (its name, never the client id)
+    state_file: Path | None = None  # where users, consents and keys survive restarts; None: memory
 
     def is_bundle_id(self, client_id: str) -> bool:
         """Ask every time: apps are registered while the emulator runs."""
@@ -80,4 +83,15 @@ def settings_from_app(app: Flask) -> EmulatorSettings:
         notification_url=cfg.get("EMULATOR_NOTIFICATION_URL")
         or cfg["ISSUER"] + NOTIFICATION_PATH,
         app_name=cfg.get("EMULATOR_APP_NAME") or "siwa-web",
+        state_file=state_file(app),
     )
+
+
+def state_file(app: Flask) -> Path | None:
+    """EMULATOR_STATE_FILE: unset means instance/emulator-state.sqlite, "" keeps state in memory;
+    a relative path is taken inside instance/."""
+    configured = app.config.get("EMULATOR_STATE_FILE")
+    if configured == "" or configured is False:
+        return None
+    path = Path(configured or STATE_FILE_NAME)
+    return path if path.is_absolute() else Path(app.instance_path) / path

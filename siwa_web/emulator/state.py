@@ -1,7 +1,16 @@
-"""In-memory Apple: users, consents, codes and tokens, guarded by one lock per emulator app."""
+"""In-memory Apple: users, consents, codes and tokens, guarded by one lock per emulator app.
+
+With a state file (`settings.state_file`) what Apple would remember across a restart — users,
+consents, refresh tokens, signing keys — is loaded at start, saved after each request and
+reloaded when another process changed it (`store.py`).
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import secrets
+import sqlite3
 import string
 import threading
 import time
@@ -12,6 +21,10 @@ from typing import Any
 
 from .keys import KeyRing
 from .settings import EmulatorSettings
+from .store import Records
+from .store import StateFile
+
+log = logging.getLogger(__name__)
 
 CODE_TTL = 300  # authorization codes live 5 minutes
 ACCESS_TTL = 3600
@@ -105,9 +118,79 @@ class EmulatorState:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         self.lock = threading.RLock()
+        self.store: StateFile | None = None  # opened at the first request (`sync`)
         self.keys = KeyRing()
         self.shard = "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
         self.reset()
+
+    # --- the state file -----------------------------------------------------------------------
+
+    def records(self) -> Records:
+        """What survives a restart, as (kind, id) -> JSON: users, consents, refresh tokens, keys."""
+        with self.lock:
+            out: Records = {}
+            for user in self.users.values():
+                out[("user", user.id)] = _dump(dataclasses.asdict(user))
+            for authz in self.authorizations.values():
+                body = {**dataclasses.asdict(authz), "scopes": sorted(authz.scopes)}
+                out[("consent", authz.user_id)] = _dump(body)
+            for token in self.tokens.values():
+                if token.kind == "refresh":
+                    out[("token", token.value)] = _dump(dataclasses.asdict(token))
+            for order, jwk in enumerate(self.keys.private_jwks()):
+                out[("key", jwk["kid"])] = _dump({"order": order, "jwk": jwk})
+            return out
+
+    def _apply(self, saved: Records) -> None:
+        """Take users, consents and refresh tokens from `saved` (keys are read at start)."""
+        with self.lock:
+            self.users = {}
+            self.authorizations = {}
+            self.tokens = {v: t for v, t in self.tokens.items() if t.kind != "refresh"}
+            for (kind, _key), body in sorted(saved.items()):
+                data = json.loads(body)
+                if kind == "user":
+                    self.users[data["id"]] = AppleUser(**data)
+                elif kind == "consent":
+                    data["scopes"] = frozenset(data["scopes"])
+                    self.authorizations[data["user_id"]] = Authorization(**data)
+                elif kind == "token":
+                    self.tokens[data["value"]] = Token(**data)
+
+    def sync(self) -> None:
+        """Before a request: open the file the first time (an app that is only built, never
+        asked, writes nothing), then reload whenever another process saved or reset it."""
+        path = self.settings.state_file
+        if path is None:
+            return
+        with self.lock:
+            try:
+                if self.store is None:
+                    self.store = StateFile(path)
+                    self._reload()
+                    self.persist()  # a new file gets this process's keys
+                elif self.store.changed_elsewhere():
+                    self._reload()
+            except sqlite3.Error as exc:
+                log.warning("emulator: cannot read its state file %s: %s", path, exc)
+
+    def _reload(self) -> None:
+        assert self.store is not None
+        saved = self.store.load()
+        self._apply(saved)
+        keys = _saved_keys(saved)
+        if keys and [k["kid"] for k in keys] != [k.kid for k in self.keys.keys]:
+            self.keys = KeyRing.restore(keys)
+
+    def persist(self) -> None:
+        """After a request: save what changed (one transaction; a failure is logged, not fatal)."""
+        if self.store is None:
+            return
+        with self.lock:
+            try:
+                self.store.save(self.records())
+            except sqlite3.Error as exc:
+                log.warning("emulator: cannot write its state file: %s", exc)
 
     def reset(self) -> None:
         """Forget users, consents, tokens, hooks and the log; keep keys so RP caches stay valid."""
@@ -124,6 +207,8 @@ class EmulatorState:
             self.clock_offset = 0.0
             self.migration: Any = None  # teams and transfers (migration.py), made on first use
             self.claims = ClaimStyle(id_token_lifetime=self.settings.id_token_lifetime)
+
+    # --- Apple's behaviour --------------------------------------------------------------------
 
     def now(self) -> float:
         """Apple's clock: real time plus the test-controlled offset."""
@@ -179,3 +264,13 @@ class EmulatorState:
             if page is None or page["created"] + PAGE_TTL < time.time():
                 return None
             return page
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _saved_keys(saved: Records) -> list[dict[str, Any]]:
+    """The saved signing keys (private JWKs), oldest first."""
+    rows = [json.loads(body) for (kind, _), body in saved.items() if kind == "key"]
+    return [row["jwk"] for row in sorted(rows, key=lambda row: row["order"])]
