@@ -74,7 +74,7 @@ EVENT_TITLES = {
     "apple_email_enabled": "Apple relay forwarding was turned on",
     "account_deleted_in_app": "Deleted the account from an app",
     "apple_notification": "Apple sent an account notice",
-    "apple_identity_transferred": "Your Apple ID moved with the app to its new Apple team",
+    "apple_identity_transferred": "Your Apple Account moved with the app to its new Apple team",
     # what siwa-web's support did (`flask users ...`, siwa_web/ops/users_cli.py)
     "operator_find": "Support looked up your account",
     "operator_show": "Support looked at your account",

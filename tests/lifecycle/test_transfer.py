@@ -112,7 +112,7 @@ def test_users_keep_their_accounts_through_export_transfer_import(
     # The browser session from before the transfer still opens the dashboard, which tells.
     assert maria["browser"].get("/dashboard").status_code == 200
     activity = maria["browser"].get("/dashboard/activity").get_data(as_text=True)
-    assert "Your Apple ID moved with the app to its new Apple team" in activity
+    assert "Your Apple Account moved with the app to its new Apple team" in activity
     # Both sign in again under team B, in both flows, as the same users.
     browser = team_b_app.test_client()
     assert web_sign_in(browser, apple, maria["id"]).status_code == 303
