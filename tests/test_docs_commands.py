@@ -32,7 +32,7 @@ from support.web import _Server
 ROOT = Path(__file__).resolve().parent.parent
 # docs/dashboard.md is rewritten on another branch; its two `flask --app app apple
 # retry-revocations` lines need the `.venv/bin/` prefix before it can join.
-PENDING = {"dashboard.md"}
+PENDING: set[str] = set()  # docs not yet written to run as written (none)
 DOCS = [ROOT / "README.md",
         *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in PENDING)]
 SHELLS = {"console", "sh", "bash", "shell"}

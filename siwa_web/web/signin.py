@@ -1,9 +1,9 @@
 """Finish a browser sign-in from Apple's form_post: verify, redeem, upsert, in a safe order.
 
-Order (security.md §4.3): the state was consumed already; verify the front-channel identity
-token (nonce, c_hash) and save the one-time name by `sub`; redeem the code at Apple outside any
-transaction; verify the back-channel token; then one transaction for user, identity, Apple
-token and web session. Nothing is written for a request that fails verification.
+Order: the state was consumed already; verify the front-channel identity token (nonce, c_hash)
+and save the one-time name by `sub`; redeem the code at Apple outside any transaction; verify
+the back-channel token; then one transaction for user, identity, Apple token and web session.
+Nothing is written for a request that fails verification.
 """
 from __future__ import annotations
 
