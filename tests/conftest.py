@@ -21,6 +21,7 @@ from support.config import PG_SERVER_URL
 from support.config import SERVICES_ID
 from support.config import TEAM_ID
 from support.config import count_rows
+from support.config import empty_postgres
 
 pytest_plugins = ["support.apple", "support.browsers", "support.emulator", "support.faults",
                   "support.limits", "support.servers", "support.tokens", "support.web",
@@ -87,14 +88,7 @@ def database_url(request, tmp_path) -> str:
         return
     url = request.getfixturevalue("postgres_database")
     yield url
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        tables = [r[0] for r in conn.execute(text(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-            "AND tablename <> 'alembic_version'"))]
-        if tables:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
-    engine.dispose()
+    empty_postgres(url)
 
 
 @pytest.fixture

@@ -52,6 +52,8 @@ def reset(keys: bool) -> None:
 
     A running emulator notices at its next request. siwa-web's accounts are not touched: a test
     user created afterwards gets a new Apple user id, and so a new siwa-web account.
+
+    Reads EMULATOR_STATE_FILE (default instance/emulator-state.sqlite; empty: memory only).
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     path = state_file(app)

@@ -79,7 +79,10 @@ def withdraw_consent() -> ResponseReturnValue:
 @with_appcontext
 @click.argument("sub")
 def withdraw_consent_command(sub: str) -> None:
-    """Stop using Sign in with Apple for SUB, out of band (no notification is sent)."""
+    """Stop using Sign in with Apple for SUB, out of band (no notification is sent).
+
+    Acts on the emulator mounted in this app, or else on the one at APPLE_BASE_URL.
+    """
     mounted = current_app.extensions.get("siwa.emulator")
     if mounted is not None:
         with mounted.app_context():

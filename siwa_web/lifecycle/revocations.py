@@ -13,13 +13,13 @@ from datetime import timedelta
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
 from flask.cli import with_appcontext
 
 from ..apple.errors import AppleMisconfigured
 from ..apple.errors import AppleRejected
 from ..apple.errors import AppleUnavailable
 from ..infra.apple_client import apple_client
+from ..infra.cli_groups import add_apple_command
 from ..infra.extensions import db
 from ..models import AppleRevocation
 from ..users import deletion
@@ -129,8 +129,4 @@ def init_app(app: Flask) -> None:
     """Add the config defaults and `flask apple retry-revocations` (joining an existing group)."""
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
-    group = app.cli.commands.get("apple")
-    if not isinstance(group, click.Group):
-        group = AppGroup("apple", help="Talk to Apple's Sign in with Apple REST API.")
-        app.cli.add_command(group)
-    group.add_command(retry_revocations_command)
+    add_apple_command(app, retry_revocations_command)

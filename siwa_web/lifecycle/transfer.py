@@ -32,6 +32,7 @@ from ..apple.errors import AppleRejected
 from ..apple.errors import AppleUnavailable
 from ..apple.migration import MigrationClient
 from ..infra.apple_client import apple_client
+from ..infra.cli_groups import add_apple_command
 from ..infra.extensions import db
 from ..models import AppleIdentity
 from ..models.base import now_utc
@@ -294,8 +295,4 @@ def status_command(as_json: bool) -> None:
 
 def init_app(app: Flask) -> None:
     """Add `flask apple transfer ...` (joining or creating the `apple` group)."""
-    group = app.cli.commands.get("apple")
-    if not isinstance(group, click.Group):
-        group = AppGroup("apple", help="Talk to Apple's Sign in with Apple REST API.")
-        app.cli.add_command(group)
-    group.add_command(transfer_cli)
+    add_apple_command(app, transfer_cli)

@@ -33,7 +33,6 @@ from datetime import timedelta
 import click
 from flask import Flask
 from flask import current_app
-from flask.cli import AppGroup
 from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy import update
@@ -43,6 +42,7 @@ from ..apple.errors import AppleMisconfigured
 from ..apple.errors import AppleRejected
 from ..apple.errors import AppleUnavailable
 from ..infra.apple_client import apple_client
+from ..infra.cli_groups import add_apple_command
 from ..infra.extensions import db
 from ..models import AppleIdentity
 from ..models import AppleToken
@@ -309,6 +309,10 @@ def validate_tokens_command(limit: int, batch: int | None, concurrency: int | No
 
     Exits 1 when Apple says invalid_client (our Apple settings are wrong; nobody is signed
     out). Timeouts and Apple errors leave the tokens due for the next run.
+
+    Reads APPLE_TOKEN_CHECK_INTERVAL, APPLE_TOKEN_CHECK_BATCH, APPLE_TOKEN_CHECK_CONCURRENCY,
+    APPLE_TOKEN_CHECK_RATE, APPLE_TOKEN_CHECK_JITTER and APPLE_TOKEN_CHECK_LEASE, the Apple
+    settings (APPLE_TEAM_ID, APPLE_KEY_ID, the private key) and TOKEN_ENCRYPTION_KEYS.
     """
     cfg = current_app.config
     pace = Pace.from_config(cfg)
@@ -326,8 +330,4 @@ def validate_tokens_command(limit: int, batch: int | None, concurrency: int | No
 
 def init_app(app: Flask) -> None:
     """Add `flask apple validate-tokens`, joining the `apple` group or making it."""
-    group = app.cli.commands.get("apple")
-    if not isinstance(group, click.Group):
-        group = AppGroup("apple", help="Talk to Apple's Sign in with Apple REST API.")
-        app.cli.add_command(group)
-    group.add_command(validate_tokens_command)
+    add_apple_command(app, validate_tokens_command)

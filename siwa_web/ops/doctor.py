@@ -11,12 +11,12 @@ import json
 import click
 from flask import Flask
 from flask import current_app
-from flask.cli import AppGroup
 from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..infra.apple_client import apple_client
+from ..infra.cli_groups import add_apple_command
 from ..infra.extensions import db
 from ..models import Client
 from . import apple_checks
@@ -76,8 +76,4 @@ def doctor_command(as_json: bool) -> None:
 
 def init_app(app: Flask) -> None:
     """Add `flask apple doctor` (joining or creating the `apple` group)."""
-    group = app.cli.commands.get("apple")
-    if not isinstance(group, click.Group):
-        group = AppGroup("apple", help="Talk to Apple's Sign in with Apple REST API.")
-        app.cli.add_command(group)
-    group.add_command(doctor_command)
+    add_apple_command(app, doctor_command)

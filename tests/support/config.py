@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 
+from sqlalchemy import create_engine
 from sqlalchemy import text
 
 from siwa_web.infra.extensions import db
@@ -42,3 +43,15 @@ def count_rows(app) -> dict[str, int]:
             t.name: db.session.execute(text(f'SELECT COUNT(*) FROM "{t.name}"')).scalar_one()
             for t in db.metadata.sorted_tables
         }
+
+
+def empty_postgres(url: str) -> None:
+    """Leave a PostgreSQL test database migrated and empty, as the next test expects it."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+            "AND tablename <> 'alembic_version'"))]
+        if tables:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
+    engine.dispose()

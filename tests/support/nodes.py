@@ -29,8 +29,8 @@ import requests
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import create_engine
-from sqlalchemy import text
+
+from support.config import empty_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -293,19 +293,7 @@ def cluster(database_url: str, redis_url: str, workdir: Path,
                 process.kill()
                 process.wait(5)
         _clear_redis(redis_url, prefix)
-        _empty(database_url)
-
-
-def _empty(database_url: str) -> None:
-    """Leave the suite's database as the other PostgreSQL tests expect it: migrated, empty."""
-    engine = create_engine(database_url)
-    with engine.begin() as conn:
-        tables = [r[0] for r in conn.execute(text(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-            "AND tablename <> 'alembic_version'"))]
-        if tables:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
-    engine.dispose()
+        empty_postgres(database_url)
 
 
 def _clear_redis(redis_url: str, prefix: str) -> None:
