@@ -55,7 +55,7 @@ APPLE_ID_TOKEN_MAX_AGE = 24 * 3600 + 60  # reject identity tokens issued longer 
 EMULATOR_BUNDLE_IDS: list[str] = []  # extra native bundle ids the emulator accepts
 EMULATOR_NOTIFICATION_URL = None  # default: <ISSUER>/apple/notifications
 EMULATOR_APP_NAME = "siwa-web"  # the app name the emulator's pages show, as Apple shows yours
-EMULATOR_STATE_FILE = None  # None: instance/emulator-state.sqlite; "": the emulator keeps state in memory
+EMULATOR_STATE_FILE = None  # None: instance/emulator-state.sqlite; "": in memory only
 
 # --- Web sign-in ------------------------------------------------------------------------------
 LOGIN_TRANSACTION_TTL = 600
