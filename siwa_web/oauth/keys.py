@@ -112,6 +112,11 @@ class KeyRing:
             raise RuntimeError("no signing key available")
         return self._signer
 
+    def existing_signer(self) -> LoadedKey | None:
+        """The key that signs new tokens if there is one; never creates one (a read only)."""
+        self._maybe_reload()
+        return self._signer
+
     def verification_key(self, kid: str) -> LoadedKey | None:
         """Return the published key named `kid`, or None; reloads once on a miss (rate-limited)."""
         self._maybe_reload()

@@ -47,9 +47,11 @@ class AuthorizationCodeGrant(BaseGrant):
         # Claimed first, in one statement with everything checked below; a failed check rolls
         # the claim back with the rest of the transaction (the server's failure path).
         self.family_id = new_id()
-        # The signing key first: nothing after the commit may touch the database, and creating
-        # the first key (its own connection) must not wait behind this grant's write on SQLite.
-        self._take_signer()
+        # The signing key first (a read): nothing after the commit may touch the database. On a
+        # fresh installation there is none yet; the first is made only for a code that checks
+        # out (create_token_response), so a refused request stores nothing.
+        self._signer = self.server.keys.existing_signer()
+        self._value = value
         code = codes.claim(self.session, value, self.family_id)
         claimed = code is not None
         if not claimed:  # never issued, or used before: a replay
@@ -89,6 +91,16 @@ class AuthorizationCodeGrant(BaseGrant):
             return ClientRef(code.client_id)
         return self._validate_client(clients.WEB)
 
+    def _first_signer(self) -> None:
+        """The very first signing key, made on a connection of its own, which on SQLite would wait
+        for this grant's write lock: let the claim go, make the key, claim again."""
+        self.session.rollback()
+        self._take_signer()
+        if codes.claim(self.session, self._value, self.family_id) is None:  # redeemed meanwhile
+            row = codes.presented(self.session, self._value)
+            self._replayed(row.family_id if row is not None else None, self.code.user_id,
+                           self.code.client_id)
+
     def _check_pkce(self, challenge: str | None, verifier: str | None) -> None:
         if challenge is None:
             if verifier is not None:  # PKCE downgrade (RFC 9700 §4.8.2)
@@ -115,6 +127,8 @@ class AuthorizationCodeGrant(BaseGrant):
         if code.user_disabled_at is not None:
             raise InvalidGrantError("This account is disabled.", reason="user_disabled")
         family_id = self.family_id  # the claim recorded it on the code
+        if self._signer is None:
+            self._first_signer()
         offline = scope_rules.OFFLINE_ACCESS in self.scopes
         scope = scope_rules.join(self.scopes)
         family = refresh.start_family(
