@@ -135,3 +135,7 @@ METRICS_OUTBOX_CACHE_SECONDS = 5.0  # each worker reads the outbox gauges at mos
 # --- Retention (`flask prune`) ----------------------------------------------------------------
 PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long
 AUDIT_RETENTION_DAYS = 365
+# Prune deletes in batches of this many rows, each its own short transaction, so a table of
+# millions of dead rows never holds locks (or one huge WAL burst) while refreshes run.
+PRUNE_BATCH_SIZE = 5000
+PRUNE_PAUSE_SECONDS = 0.0  # sleep between batches, to leave the database to live traffic

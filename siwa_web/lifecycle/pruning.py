@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 from flask import Flask
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy import Delete
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import or_
@@ -80,13 +82,56 @@ def _statements() -> dict[str, Any]:
     }
 
 
-def prune(*, dry_run: bool = False) -> dict[str, int]:
+def _positive(value: Any, name: str, kind: type) -> Any:
+    """A batch size or pause as a number of the right kind (pause may be 0)."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise RetentionError(f"{name} must be a number, got {value!r}") from None
+    if number < (1 if kind is int else 0):
+        raise RetentionError(f"{name} must be at least {1 if kind is int else 0}, got {value!r}")
+    return number
+
+
+def _delete_batches(stmt: Delete, batch_size: int, pause: float) -> int:
+    """Run `stmt` as repeated DELETEs of at most `batch_size` rows, each committed at once.
+
+    A single DELETE of a million rows holds its row locks and its snapshot for the whole run and
+    writes one huge burst of WAL; refreshes that touch the same tables would queue behind it.
+    Each batch picks primary keys with LIMIT (an indexed range scan on the WHERE column) and
+    deletes those, so every transaction is short and the pause lets live traffic through.
+    """
+    table = stmt.table
+    (key,) = table.primary_key.columns  # every pruned table has a one-column key
+    deleted = 0
+    while True:
+        chosen = select(key).where(stmt.whereclause).limit(batch_size).scalar_subquery()
+        count = db.session.execute(delete(table).where(key.in_(chosen))).rowcount
+        db.session.commit()
+        deleted += count
+        if count < batch_size:
+            return deleted
+        if pause:
+            time.sleep(pause)
+
+
+def prune(*, dry_run: bool = False, batch_size: int | None = None,
+          pause: float | None = None) -> dict[str, int]:
     """Delete dead rows older than the retention settings; returns counts per table.
 
-    With `dry_run`, count what would go and delete nothing (the same WHERE clauses, as SELECT
-    COUNT(*)). :raises RetentionError: for a retention setting that is not a positive number.
+    Deletes in batches of `batch_size` rows (default PRUNE_BATCH_SIZE), one short transaction
+    each, sleeping `pause` seconds (default PRUNE_PAUSE_SECONDS) between batches. With
+    `dry_run`, count what would go and delete nothing (the same WHERE clauses, as SELECT
+    COUNT(*)). :raises RetentionError: for a setting that is not a positive number.
     """
     statements = _statements()
+    cfg = current_app.config
+    size = _positive(cfg["PRUNE_BATCH_SIZE"] if batch_size is None else batch_size,
+                     "PRUNE_BATCH_SIZE (SIWA_PRUNE_BATCH_SIZE, --batch-size)", int)
+    wait = _positive(cfg["PRUNE_PAUSE_SECONDS"] if pause is None else pause,
+                     "PRUNE_PAUSE_SECONDS (SIWA_PRUNE_PAUSE_SECONDS, --pause)", float)
     if dry_run:
         counts = {}
         for name, stmt in statements.items():
@@ -95,16 +140,18 @@ def prune(*, dry_run: bool = False) -> dict[str, int]:
                 select(func.count()).select_from(table).where(stmt.whereclause)).scalar_one()
         db.session.rollback()
         return counts
-    counts = {name: db.session.execute(stmt).rowcount for name, stmt in statements.items()}
-    db.session.commit()
-    return counts
+    return {name: _delete_batches(stmt, size, wait) for name, stmt in statements.items()}
 
 
 @click.command("prune")
 @click.option("--dry-run", is_flag=True,
               help="Print how many rows would be deleted, per table, and delete nothing.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Rows per DELETE, each its own transaction (default PRUNE_BATCH_SIZE, 5000).")
+@click.option("--pause", type=click.FloatRange(min=0), default=None,
+              help="Seconds to sleep between batches (default PRUNE_PAUSE_SECONDS, 0).")
 @with_appcontext
-def prune_command(dry_run: bool) -> None:
+def prune_command(dry_run: bool, batch_size: int | None, pause: float | None) -> None:
     """Delete rows nobody can use any more and print the count per table as JSON.
 
     Login attempts, pending authorizations and authorization codes that ended more than a day
@@ -112,11 +159,13 @@ def prune_command(dry_run: bool) -> None:
     notifications and names Apple sent for sign-ins that never completed, once revoked,
     expired or idle more than PRUNE_AFTER_DAYS (default 30) ago (web sessions: after
     SESSION_IDLE_TIMEOUT too); audit events older than AUDIT_RETENTION_DAYS (default 365).
-    Both settings must be whole numbers of days, at least 1. Reads SQLALCHEMY_DATABASE_URI.
-    Safe to run from cron and to overlap.
+    Both settings must be whole numbers of days, at least 1. Deletes in batches of
+    PRUNE_BATCH_SIZE rows, each committed at once, pausing PRUNE_PAUSE_SECONDS between them,
+    so it can run beside live traffic. Reads SQLALCHEMY_DATABASE_URI. Safe to run from cron
+    and to overlap.
     """
     try:
-        counts = prune(dry_run=dry_run)
+        counts = prune(dry_run=dry_run, batch_size=batch_size, pause=pause)
     except RetentionError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(json.dumps({"would_delete": counts} if dry_run else counts, sort_keys=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import update
@@ -128,3 +129,77 @@ def test_prune_removes_the_code_flows_dead_rows(app, client, runner, fake_apple)
     assert result.exit_code == 0, result.output
     assert (count(app, PendingAuthorization), count(app, AuthorizationCode),
             count(app, BackchannelLogout)) == (0, 0, 1)
+
+
+def _audit_rows(app, n: int, days_old: int) -> None:
+    """`n` audit events `days_old` days old, inserted in one statement."""
+    with app.app_context():
+        then = now_utc() - timedelta(days=days_old)
+        db.session.execute(AuditEvent.__table__.insert(), [
+            {"created_at": then, "user_id": None, "event": "refresh", "outcome": "success",
+             "details": {}} for _ in range(n)])
+        db.session.commit()
+
+
+def test_prune_deletes_in_bounded_batches_each_committed(app, runner):
+    """23 dead rows with --batch-size 5: five DELETEs of at most 5 rows, each its own commit."""
+    from sqlalchemy import event
+
+    _audit_rows(app, 23, 400)
+    _audit_rows(app, 4, 10)  # within retention: stays
+    deletes, commits = [], []
+    with app.app_context():
+        engine = db.engine
+
+        def on_execute(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("DELETE FROM AUDIT_EVENTS"):
+                deletes.append(statement)
+
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", lambda conn: commits.append(1))
+        try:
+            result = runner.invoke(args=["prune", "--batch-size", "5"])
+        finally:
+            event.remove(engine, "before_cursor_execute", on_execute)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["audit_events"] == 23
+    assert len(deletes) == 5 and all("LIMIT" in s.upper() for s in deletes)
+    assert len(commits) >= 5
+    assert count(app, AuditEvent) == 4
+
+
+def test_prune_pauses_between_batches(app, runner, monkeypatch):
+    import siwa_web.lifecycle.pruning as pruning
+
+    slept = []
+    monkeypatch.setattr(pruning.time, "sleep", slept.append)
+    _audit_rows(app, 6, 400)
+    result = runner.invoke(args=["prune", "--batch-size", "2", "--pause", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["audit_events"] == 6
+    assert slept == [0.25, 0.25, 0.25]  # after each full batch; the empty last one ends it
+
+
+@pytest.mark.parametrize("args", [
+    ["--batch-size", "0"], ["--batch-size", "-5"], ["--batch-size", "x"],
+    ["--pause", "-1"], ["--pause", "soon"],
+])
+def test_bad_batch_options_are_refused_and_nothing_is_deleted(app, runner, args):
+    _audit_rows(app, 3, 400)
+    result = runner.invoke(args=["prune", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert count(app, AuditEvent) == 3
+
+
+@pytest.mark.parametrize("key,value", [
+    ("PRUNE_BATCH_SIZE", 0), ("PRUNE_BATCH_SIZE", "lots"), ("PRUNE_BATCH_SIZE", True),
+    ("PRUNE_PAUSE_SECONDS", -0.5), ("PRUNE_PAUSE_SECONDS", "1s"),
+])
+def test_bad_batch_settings_are_named_and_nothing_is_deleted(app, runner, key, value):
+    _audit_rows(app, 3, 400)
+    app.config[key] = value
+    result = runner.invoke(args=["prune"])
+    assert result.exit_code == 2
+    assert key in result.output and "Traceback" not in result.output
+    assert count(app, AuditEvent) == 3
