@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from flask import Flask
 from flask import current_app
+from sqlalchemy import Select
 from sqlalchemy import Subquery
 from sqlalchemy import and_
 from sqlalchemy import case
@@ -41,6 +42,12 @@ from .devices import describe
 RENEWAL = "refresh"  # the audit event of a token renewal, summed up in the activity
 RECENT_ACTIVITY = 6
 ACTIVITY_PER_PAGE = 25
+# Every list the dashboard shows is cut at this many rows (most recent first), so one account
+# with thousands of app sessions costs the same few bounded queries as any other; the cards
+# say how many more there are.
+SESSIONS_SHOWN = 50
+# Distinct (Apple ID, app) pairs or scopes read for one card: far more than any real account.
+DISTINCT_SHOWN = 200
 SCOPE_NAMES = {
     "openid": "Sign in",
     "profile": "Name",
@@ -175,6 +182,16 @@ class Overview:
     connected_apps: list[ConnectedAppCard]
     activity: list[ActivityItem]
     more_activity: bool
+    web_sessions_total: int = 0  # all live ones, `web_sessions` holds SESSIONS_SHOWN at most
+    app_sessions_total: int = 0
+
+    @property
+    def more_web_sessions(self) -> int:
+        return max(self.web_sessions_total - len(self.web_sessions), 0)
+
+    @property
+    def more_app_sessions(self) -> int:
+        return max(self.app_sessions_total - len(self.app_sessions), 0)
 
 
 @dataclass(frozen=True)
@@ -202,15 +219,25 @@ def overview(user: User, current_session_id: str | None) -> Overview:
     """Load everything the dashboard shows for `user`."""
     identities = _identity_rows(user.id)
     activity = _activity_rows(user.id, 0, RECENT_ACTIVITY + 1)
+    shown_web = web_sessions(user.id, current_session_id, identities)
+    shown_apps = app_sessions(user.id)
     return Overview(
         user=user,
         identities=_identity_cards(user.id, identities),
-        web_sessions=web_sessions(user.id, current_session_id, identities),
-        app_sessions=app_sessions(user.id),
+        web_sessions=shown_web,
+        app_sessions=shown_apps,
         connected_apps=connected_apps(user.id),
         activity=activity[:RECENT_ACTIVITY],
         more_activity=len(activity) > RECENT_ACTIVITY,
+        web_sessions_total=(len(shown_web) if len(shown_web) < SESSIONS_SHOWN
+                            else _count(_live_web_sessions(user.id))),
+        app_sessions_total=(len(shown_apps) if len(shown_apps) < SESSIONS_SHOWN
+                            else _count(_live_app_sessions(user.id))),
     )
+
+
+def _count(stmt: Select) -> int:
+    return db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
 
 
 def own_identity(user_id: str, identity_id: str) -> AppleIdentity | None:
@@ -263,9 +290,11 @@ def _identity_cards(user_id: str, identities: list[AppleIdentity]) -> list[Ident
         .join(Client, Client.id == TokenFamily.client_id)
         .where(TokenFamily.user_id == user_id)
         .distinct()
+        .limit(DISTINCT_SHOWN)
     ).all()
     on_web = set(db.session.scalars(
         select(WebSession.identity_id).where(WebSession.user_id == user_id).distinct()
+        .limit(DISTINCT_SHOWN)
     ))
     names = _client_names([t.client_id for i in identities for t in i.apple_tokens])
     names.update({bundle: name for _, bundle, name in apps})
@@ -313,10 +342,13 @@ def web_sessions(user_id: str, current_session_id: str | None,
     """The user's live browser sessions, this one first, then most recently seen."""
     subs = {i.id: short_sub(i.sub) for i in identities}
     rows = db.session.scalars(
-        select(WebSession)
-        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
-        .order_by(WebSession.last_seen_at.desc())
+        _live_web_sessions(user_id).order_by(WebSession.last_seen_at.desc())
+        .limit(SESSIONS_SHOWN)
     ).all()
+    if current_session_id and all(row.id != current_session_id for row in rows):
+        current = db.session.get(WebSession, current_session_id)
+        if current is not None and current.user_id == user_id:
+            rows = [current, *rows[:SESSIONS_SHOWN - 1]]
     live = [row for row in rows if sessions.is_alive(row)]
     apps = _apps_by_session([row.id for row in live])
     cards = [
@@ -331,13 +363,18 @@ def web_sessions(user_id: str, current_session_id: str | None,
     return sorted(cards, key=lambda c: not c.is_current)
 
 
-def app_sessions(user_id: str) -> list[AppSessionCard]:
-    """The user's live refresh-token families (app sessions), most recently used first."""
+def _live_web_sessions(user_id: str) -> Select:
+    """The user's unrevoked web sessions (idle ones are dropped by `sessions.is_alive`)."""
+    return select(WebSession).where(WebSession.user_id == user_id,
+                                    WebSession.revoked_at.is_(None))
+
+
+def _live_app_sessions(user_id: str) -> Select:
+    """The user's live native-app refresh-token families."""
     now = now_utc()
     idle = timedelta(seconds=current_app.config["REFRESH_TOKEN_IDLE_TTL"])
-    rows = db.session.scalars(
+    return (
         select(TokenFamily)
-        .options(joinedload(TokenFamily.client))
         .join(Client, Client.id == TokenFamily.client_id)
         .where(
             TokenFamily.user_id == user_id,
@@ -346,7 +383,17 @@ def app_sessions(user_id: str) -> list[AppSessionCard]:
             TokenFamily.expires_at > now,
             TokenFamily.last_used_at > now - idle,
         )
+    )
+
+
+def app_sessions(user_id: str) -> list[AppSessionCard]:
+    """The user's live refresh-token families (app sessions), the SESSIONS_SHOWN most recently
+    used."""
+    rows = db.session.scalars(
+        _live_app_sessions(user_id)
+        .options(joinedload(TokenFamily.client))
         .order_by(TokenFamily.last_used_at.desc())
+        .limit(SESSIONS_SHOWN)
     ).all()
     return [
         AppSessionCard(
@@ -367,7 +414,9 @@ def _apps_by_session(session_ids: list[str]) -> dict[str, list[str]]:
         select(TokenFamily.web_session_id, Client.name)
         .join(Client, Client.id == TokenFamily.client_id)
         .where(TokenFamily.web_session_id.in_(session_ids))
-        .order_by(TokenFamily.created_at)
+        .group_by(TokenFamily.web_session_id, Client.name)
+        .order_by(func.min(TokenFamily.created_at))
+        .limit(DISTINCT_SHOWN)
     ).all()
     found: dict[str, list[str]] = {}
     for session_id, name in rows:
@@ -415,7 +464,8 @@ def connected_apps(user_id: str) -> list[ConnectedAppCard]:
 
 def _family_scopes(user_id: str, client_id: str) -> set[str]:
     rows = db.session.scalars(select(TokenFamily.scope).where(
-        TokenFamily.user_id == user_id, TokenFamily.client_id == client_id)).all()
+        TokenFamily.user_id == user_id, TokenFamily.client_id == client_id)
+        .distinct().limit(DISTINCT_SHOWN)).all()
     return {s for scope in rows for s in scope.split()}
 
 
