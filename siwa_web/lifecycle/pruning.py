@@ -95,6 +95,14 @@ def _positive(value: Any, name: str, kind: type) -> Any:
     return number
 
 
+def batch_delete(stmt: Delete, batch_size: int) -> Delete:
+    """`stmt` limited to `batch_size` rows: DELETE ... WHERE key IN (SELECT key ... LIMIT n)."""
+    table = stmt.table
+    (key,) = table.primary_key.columns  # every pruned table has a one-column key
+    chosen = select(key).where(stmt.whereclause).limit(batch_size).scalar_subquery()
+    return delete(table).where(key.in_(chosen))
+
+
 def _delete_batches(stmt: Delete, batch_size: int, pause: float) -> int:
     """Run `stmt` as repeated DELETEs of at most `batch_size` rows, each committed at once.
 
@@ -103,12 +111,9 @@ def _delete_batches(stmt: Delete, batch_size: int, pause: float) -> int:
     Each batch picks primary keys with LIMIT (an indexed range scan on the WHERE column) and
     deletes those, so every transaction is short and the pause lets live traffic through.
     """
-    table = stmt.table
-    (key,) = table.primary_key.columns  # every pruned table has a one-column key
     deleted = 0
     while True:
-        chosen = select(key).where(stmt.whereclause).limit(batch_size).scalar_subquery()
-        count = db.session.execute(delete(table).where(key.in_(chosen))).rowcount
+        count = db.session.execute(batch_delete(stmt, batch_size)).rowcount
         db.session.commit()
         deleted += count
         if count < batch_size:

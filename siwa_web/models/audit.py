@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import JSON
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -17,6 +18,8 @@ class AuditEvent(Base):
     """One security-relevant event; `user_id` has no FK so history outlives rows."""
 
     __tablename__ = "audit_events"
+    # One user's history newest first (the dashboard's activity) straight from the index.
+    __table_args__ = (Index("ix_audit_events_user_id_created_at", "user_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)

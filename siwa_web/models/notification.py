@@ -28,4 +28,4 @@ class NotificationEvent(Base):
     aud: Mapped[str | None] = mapped_column(String(255))
     client_id: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str | None] = mapped_column(String(20))
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)

@@ -7,10 +7,12 @@ from datetime import datetime
 from sqlalchemy import JSON
 from sqlalchemy import Boolean
 from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
 from sqlalchemy import false
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -80,10 +82,10 @@ class TokenFamily(Base):
     audience: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # absolute lifetime
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # absolute lifetime
     ip: Mapped[str | None] = mapped_column(String(64))  # of the last refresh
     user_agent: Mapped[str | None] = mapped_column(String(512))
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # prune
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     # When the person last really signed in with Apple (`auth_time`); older rows: created_at.
     auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -186,7 +188,12 @@ class BackchannelLogout(Base):
     """Outbox row: a web app still to be told, by a logout token, that a session ended."""
 
     __tablename__ = "backchannel_logouts"
-    __table_args__ = (pending_index("backchannel_logouts"),)
+    # The outbox claims unsent rows by due time (delivered ones must not be scanned past); the
+    # metrics read them by age.
+    __table_args__ = (pending_index("backchannel_logouts"),
+                      Index("ix_backchannel_logouts_unsent_due", "next_attempt_at",
+                            postgresql_where=text("sent_at IS NULL"),
+                            sqlite_where=text("sent_at IS NULL")))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
@@ -197,4 +204,4 @@ class BackchannelLogout(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

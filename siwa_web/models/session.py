@@ -47,10 +47,10 @@ class WebSession(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
 
     user: Mapped[User] = relationship()

@@ -8,6 +8,7 @@ from sqlalchemy import Index
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -128,7 +129,10 @@ class AppleRevocation(Base):
     """Outbox row: an Apple token still to be revoked at Apple (decision D10)."""
 
     __tablename__ = "apple_revocations"
-    __table_args__ = (pending_index("apple_revocations"),)
+    __table_args__ = (pending_index("apple_revocations"),
+                      Index("ix_apple_revocations_unsent_due", "next_attempt_at",
+                            postgresql_where=text("sent_at IS NULL"),
+                            sqlite_where=text("sent_at IS NULL")))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(String(255))
