@@ -301,7 +301,7 @@ class DataSize(tokens.Bench):
             with app.app_context():
                 recorder.attach(db.engine, record, label="flask prune (one batch)")
                 for stmt in pruning._statements().values():
-                    db.session.execute(pruning.batch_delete(stmt, self.args.prune_batch))
+                    pruning.delete_one_batch(stmt, self.args.prune_batch)
                     db.session.rollback()
                 db.engine.dispose()
             app = create_app()

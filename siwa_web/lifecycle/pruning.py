@@ -95,28 +95,35 @@ def _positive(value: Any, name: str, kind: type) -> Any:
     return number
 
 
-def batch_delete(stmt: Delete, batch_size: int) -> Delete:
-    """`stmt` limited to `batch_size` rows: DELETE ... WHERE key IN (SELECT key ... LIMIT n)."""
+def delete_one_batch(stmt: Delete, batch_size: int) -> tuple[int, int]:
+    """Delete at most `batch_size` of the rows `stmt` would; returns (found, deleted).
+
+    Two bounded statements: the keys (SELECT ... LIMIT n, a range scan on the WHERE column's
+    index where few rows match), then DELETE ... WHERE key IN (those keys), which probes the
+    primary key. A single DELETE ... WHERE key IN (SELECT ... LIMIT n) let PostgreSQL hash the
+    keys and scan the whole table for them, every batch. Does not commit.
+    """
     table = stmt.table
     (key,) = table.primary_key.columns  # every pruned table has a one-column key
-    chosen = select(key).where(stmt.whereclause).limit(batch_size).scalar_subquery()
-    return delete(table).where(key.in_(chosen))
+    keys = db.session.scalars(select(key).where(stmt.whereclause).limit(batch_size)).all()
+    if not keys:
+        return 0, 0
+    return len(keys), db.session.execute(delete(table).where(key.in_(keys))).rowcount
 
 
 def _delete_batches(stmt: Delete, batch_size: int, pause: float) -> int:
-    """Run `stmt` as repeated DELETEs of at most `batch_size` rows, each committed at once.
+    """Run `stmt` as repeated batches of at most `batch_size` rows, each committed at once.
 
     A single DELETE of a million rows holds its row locks and its snapshot for the whole run and
     writes one huge burst of WAL; refreshes that touch the same tables would queue behind it.
-    Each batch picks primary keys with LIMIT (an indexed range scan on the WHERE column) and
-    deletes those, so every transaction is short and the pause lets live traffic through.
+    Batches keep every transaction short, and the pause lets live traffic through.
     """
     deleted = 0
     while True:
-        count = db.session.execute(batch_delete(stmt, batch_size)).rowcount
+        found, count = delete_one_batch(stmt, batch_size)
         db.session.commit()
         deleted += count
-        if count < batch_size:
+        if found < batch_size:
             return deleted
         if pause:
             time.sleep(pause)

@@ -142,18 +142,22 @@ def _audit_rows(app, n: int, days_old: int) -> None:
 
 
 def test_prune_deletes_in_bounded_batches_each_committed(app, runner):
-    """23 dead rows with --batch-size 5: five DELETEs of at most 5 rows, each its own commit."""
+    """23 dead rows with --batch-size 5: five batches, each a SELECT ... LIMIT 5 of the keys
+    and a DELETE of those keys, each batch its own commit."""
     from sqlalchemy import event
 
     _audit_rows(app, 23, 400)
     _audit_rows(app, 4, 10)  # within retention: stays
-    deletes, commits = [], []
+    deletes, picks, commits = [], [], []
     with app.app_context():
         engine = db.engine
 
         def on_execute(conn, cursor, statement, parameters, context, executemany):
-            if statement.lstrip().upper().startswith("DELETE FROM AUDIT_EVENTS"):
-                deletes.append(statement)
+            text = " ".join(statement.split()).upper()
+            if text.startswith("DELETE FROM AUDIT_EVENTS"):
+                deletes.append(parameters)
+            elif text.startswith("SELECT AUDIT_EVENTS.ID FROM AUDIT_EVENTS"):
+                picks.append(text)
 
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "commit", lambda conn: commits.append(1))
@@ -163,7 +167,10 @@ def test_prune_deletes_in_bounded_batches_each_committed(app, runner):
             event.remove(engine, "before_cursor_execute", on_execute)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["audit_events"] == 23
-    assert len(deletes) == 5 and all("LIMIT" in s.upper() for s in deletes)
+    # 5 + 5 + 5 + 5 + 3: the short last batch ends it without another query
+    assert len(picks) == 5 and all("LIMIT" in text for text in picks)
+    assert [len(p) if isinstance(p, dict | list | tuple) else p for p in deletes] \
+        == [5, 5, 5, 5, 3]
     assert len(commits) >= 5
     assert count(app, AuditEvent) == 4
 
