@@ -20,7 +20,7 @@ hung worker is noticed within the check. The checks, each on a fresh server:
   shutdown    SIGTERM while a 3 s request is in flight: does it finish before the exit?
 
 Prints one line per check and exits 0; the verdicts are for a human (docs/performance.md,
-section 9). Everything listens on 127.0.0.1 only; servers are stopped by their own pid.
+section 10). Everything listens on 127.0.0.1 only; servers are stopped by their own pid.
 """
 from __future__ import annotations
 

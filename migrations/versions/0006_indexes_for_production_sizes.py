@@ -1,7 +1,7 @@
 """indexes the hot paths need at production sizes (bench/datasize.py's EXPLAIN findings)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07 11:20:00.000000
 
 `flask prune` finds dead app sessions and web sessions by `expires_at`, `revoked_at` and
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0004'
-down_revision = '0003'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
