@@ -88,8 +88,9 @@ def unbounded(statement: str) -> bool:
         return False
     if " LIMIT " in upper or "COUNT(" in upper or " GROUP BY " in upper:
         return False
-    # a primary- or unique-key lookup (the signed-in session, the user): one row at most
-    return not re.search(r"WHERE \w+\.(id|token_hash) = ", statement)
+    # a primary- or unique-key lookup (the signed-in session, the user): one row at most; or
+    # rows by primary keys taken from a bounded query (as many as its LIMIT)
+    return not re.search(r"WHERE \w+\.(id|token_hash) (= |IN \()", statement)
 
 
 def dashboard_statements(browser: Browser, app) -> tuple[list[str], str]:
