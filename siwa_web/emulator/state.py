@@ -172,7 +172,8 @@ class EmulatorState:
                 elif self.store.changed_elsewhere():
                     self._reload()
             except sqlite3.Error as exc:
-                log.warning("emulator: cannot read its state file %s: %s", path, exc)
+                log.warning("emulator: cannot read its state file %s: %s", path, exc,
+                            extra={"event": "emulator"})
 
     def _reload(self) -> None:
         assert self.store is not None
@@ -190,7 +191,8 @@ class EmulatorState:
             try:
                 self.store.save(self.records())
             except sqlite3.Error as exc:
-                log.warning("emulator: cannot write its state file: %s", exc)
+                log.warning("emulator: cannot write its state file: %s", exc,
+                            extra={"event": "emulator"})
 
     def reset(self) -> None:
         """Forget users, consents, tokens, hooks and the log; keep keys so RP caches stay valid."""

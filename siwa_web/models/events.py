@@ -154,6 +154,8 @@ EVENTS: dict[str, Event] = {
     "sqlite_gate_busy": Event(None, "sqb", "SQLite's writer gate was busy too long", "", LOG),
     "apple_transfer": Event("atr", None, "A `flask apple transfer` run finished",
                             "done, skipped, refused, conflicts, total, stopped", LOG),
+    "metrics_outbox_failed": Event(None, "mox", "/metrics could not read the outboxes' depth "
+                                   "(siwa_outbox_stats_up 0); the scrape still answers", "", LOG),
     "emulator": Event(None, "emu", "The built-in Apple emulator could not do something "
                       "(development only)", "", LOG),
     "backchannel_delivery_crash": Event(None, "bcx", "Sending back-channel logouts failed "
