@@ -144,7 +144,7 @@ def _hold_write_lock(path: str, started, release) -> None:
 
 
 def test_a_writer_in_another_process_holds_the_gate(path):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no threads of other tests inherited
     started, release = ctx.Event(), ctx.Event()
     child = ctx.Process(target=_hold_write_lock, args=(path, started, release))
     child.start()
