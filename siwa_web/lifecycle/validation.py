@@ -315,6 +315,9 @@ def validate_tokens_command(limit: int, batch: int | None, concurrency: int | No
     settings (APPLE_TEAM_ID, APPLE_KEY_ID, the private key) and TOKEN_ENCRYPTION_KEYS.
     """
     cfg = current_app.config
+    # Back-channel logouts for the sessions this ends go out in this process, after each commit:
+    # a background thread would be cut short when the command exits (the outbox keeps the rows).
+    cfg["BACKCHANNEL_LOGOUT_DELIVERY"] = "inline"
     pace = Pace.from_config(cfg)
     pace = Pace(concurrency or pace.concurrency, rate or pace.rate, pace.jitter)
     report = validate_due(limit=limit, batch=batch or int(cfg["APPLE_TOKEN_CHECK_BATCH"]),

@@ -166,8 +166,8 @@ def test_the_dashboard_says_why_an_apple_id_was_signed_out(app, fake_apple):
     assert not browser.is_signed_in()  # this browser signed in with SUB_A
     browser.sign_in(SUB_A2)
     cards = section(browser.page(), "apple-ids")
-    assert cards.count("Stopped in Apple ID settings") == 1
-    assert "Sign in with Apple was stopped in Apple ID settings" in browser.page(
+    assert cards.count("Stopped in Apple Account settings") == 1
+    assert "Sign in with Apple was stopped in Apple Account settings" in browser.page(
         "/dashboard/activity")
 
 
@@ -260,7 +260,7 @@ def test_a_token_replaced_by_a_sign_in_during_the_check_is_not_killed(app, fake_
         [claimed] = validation._claim([token_rows(app)[0].id])
     app_sign_in(app, fake_apple, SUB_A)  # a new sign-in stores a new Apple token meanwhile
     with app.app_context():
-        validation._record(claimed, validation.REVOKED, validation.Report())
+        validation._write_outcome(claimed, validation.REVOKED, validation.Report())
     [row] = token_rows(app)
     assert row.refresh_token_encrypted is not None and row.check_state is None
     assert events(app, "apple_consent_revoked") == []

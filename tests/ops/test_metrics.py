@@ -51,7 +51,7 @@ def app_config(app_config):
 
 
 def _unref(response) -> str:
-    return re.sub(r"\b[0-9A-F]{8}\b", "REF", response.get_data(as_text=True))
+    return re.sub(r"\b[0-9A-F]{8,64}\b", "REF", response.get_data(as_text=True))  # the request id
 
 
 def own_ip() -> dict:
