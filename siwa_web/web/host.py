@@ -22,7 +22,7 @@ from .errors import render_error
 from .errors import wants_json
 
 DEFAULT_PORTS = {"http": "80", "https": "443"}
-MACHINE_PATHS = ("/healthz", "/readyz", "/static/")
+MACHINE_PATHS = ("/healthz", "/readyz", "/metrics", "/static/")  # probes use any address
 
 
 def normal_host(host: str, scheme: str) -> str:
