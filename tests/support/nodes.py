@@ -214,6 +214,8 @@ def node_environment(database_url: str, redis_url: str, prefix: str, public_url:
         "SIWA_RATELIMIT_KEY_PREFIX": prefix,
         "SIWA_RATELIMIT_SWALLOW_ERRORS": "false",
         "SIWA_ISSUER": public_url,
+        # the test reaches each node by its own address, not ISSUER's host
+        "SIWA_ENFORCE_ISSUER_HOST": "false",
         "SIWA_APPLE_EMULATOR": "true",
         "SIWA_APPLE_BASE_URL": emulator_url,
         "SIWA_APPLE_PRIVATE_KEY": key,
