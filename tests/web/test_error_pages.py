@@ -98,7 +98,7 @@ def assert_siwa_page(resp, status: int, title: str, advice: str) -> str:
     heading = re.search(r'<h1 id="error-title">([^<]*)</h1>', html)
     assert heading and title in heading.group(1).replace("&#39;", "'")
     assert "<strong>What to do:</strong>" in html and advice in html.replace("&#39;", "'")
-    assert re.search(r"Reference: <code>[0-9A-F]{8}</code>", html)
+    assert re.search(r"Reference: <code>[0-9A-F]{12}</code>", html)
     for words in WERKZEUG_WORDING:
         assert words not in html
     return html
