@@ -590,7 +590,7 @@ def test_distinct_statements_remembered_are_bounded(monkeypatch):
 # that touches either is listed here with why it cannot end a session; a new one fails this test
 # until someone has checked it.
 BYPASS_ALLOWED = {
-    "siwa_web/emulator/store.py": "the emulator's own state file (sqlite3), never siwa-web's database",
+    "siwa_web/emulator/store.py": "the emulator's own state file, not siwa-web's database",
     "siwa_web/infra/database.py": "PRAGMAs on a new SQLite connection",
     "siwa_web/infra/pool_ping.py": "pings idle connections",
     "siwa_web/infra/sqlite_gate.py": "the DBAPI connection class itself (statements come "
