@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import html as html_text
-from contextlib import contextmanager
 from datetime import timedelta
-
-from sqlalchemy import event
 
 from siwa_web.infra.extensions import db
 from siwa_web.models import AuditEvent
 from siwa_web.models import User
 from siwa_web.models.base import now_utc
+from support.config import recorded_statements
 from support.dashboard import SUB_A
 from support.dashboard import Browser
 from support.dashboard import app_sign_in
@@ -81,30 +79,12 @@ def test_renewals_are_split_by_app_session_and_day_and_refusals_stay(app, fake_a
     assert 'class="failed"' in page  # the refused renewal is marked as such
 
 
-def _count_statements(app):
-    @contextmanager
-    def counting():
-        seen: list[str] = []
-
-        def note(conn, cursor, statement, *args):
-            seen.append(statement)
-
-        with app.app_context():
-            engine = db.engine
-        event.listen(engine, "before_cursor_execute", note)
-        try:
-            yield seen
-        finally:
-            event.remove(engine, "before_cursor_execute", note)
-    return counting()
-
-
 def test_the_activity_costs_the_same_statements_for_5_or_500_renewals(app, fake_apple):
     me = Browser(app, fake_apple).sign_in(SUB_A)
     user_id = one(app, User).id
 
     def statements(path: str) -> int:
-        with _count_statements(app) as seen:
+        with recorded_statements(app) as seen:
             me.page(path)
         return len(seen)
 

@@ -9,11 +9,9 @@ the cards' wording.
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import bindparam
-from sqlalchemy import event
 from sqlalchemy import select
 from sqlalchemy import text
 
@@ -22,6 +20,7 @@ from siwa_web.infra.extensions import db
 from siwa_web.models import User
 from siwa_web.models.base import UTCDateTime
 from siwa_web.models.base import now_utc
+from support.config import recorded_statements
 from support.dashboard import SUB_A
 from support.dashboard import Browser
 from support.dashboard import ensure_client
@@ -62,23 +61,6 @@ def bulk_rows(app, user_id: str, client_id: str, families: int, events: int) -> 
         db.session.commit()
 
 
-@contextmanager
-def recorded(app):
-    """Every statement the app sends to the database while inside."""
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(" ".join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def unbounded(statement: str) -> bool:
     """A SELECT on a per-user table that could return rows in proportion to the data."""
     upper = statement.upper()
@@ -94,7 +76,7 @@ def unbounded(statement: str) -> bool:
 
 
 def dashboard_statements(browser: Browser, app) -> tuple[list[str], str]:
-    with recorded(app) as seen:
+    with recorded_statements(app) as seen:
         html = browser.page("/dashboard")
     return seen, html
 

@@ -1,16 +1,14 @@
 """The authorization endpoint's per-worker copy of clients (oauth/clients.ClientCache)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 from sqlalchemy import update
 
 from siwa_web.infra.extensions import db
 from siwa_web.models import Client
 from siwa_web.models.base import now_utc
 from siwa_web.oauth import clients
+from support.config import recorded_statements
 from support.web import sign_in
 from support.webapps import answer
 from support.webapps import authorize_params
@@ -27,19 +25,8 @@ class Clock:
         return self.now
 
 
-@contextmanager
-def client_queries(engine):
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, params, context, many):
-        if "FROM clients" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+def client_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "FROM clients" in s]
 
 
 def _disable(client_id: str) -> None:
@@ -51,19 +38,19 @@ def test_a_fresh_copy_answers_without_a_query_and_a_stale_one_is_read_again(app)
     webapp = register(app)
     clock = Clock()
     cache = clients.ClientCache(5, clock=clock)
-    with app.app_context(), client_queries(db.engine) as seen:
+    with app.app_context(), recorded_statements(app) as statements:
         first = cache.get(db.session, webapp.client_id)
         again = cache.get(db.session, webapp.client_id)
         assert first is again and first.id == webapp.client_id
-        assert len(seen) == 1
+        assert len(client_reads(statements)) == 1
         _disable(webapp.client_id)
         clock.now += 4.9
         assert cache.get(db.session, webapp.client_id) is first  # within the documented bound
         clock.now += 0.2
         assert cache.get(db.session, webapp.client_id) is None  # disabled: read again, refused
-        assert len(seen) == 2
+        assert len(client_reads(statements)) == 2
         assert cache.get(db.session, webapp.client_id) is None
-        assert len(seen) == 3  # a refused id is never kept
+        assert len(client_reads(statements)) == 3  # a refused id is never kept
 
 
 @pytest.mark.parametrize("client_id", ["cli_unknown", "x" * 65, "bad\nid", None, ""])
@@ -87,10 +74,10 @@ def test_the_cache_is_bounded(app):
 def test_zero_seconds_reads_every_time(app):
     webapp = register(app)
     cache = clients.ClientCache(0)
-    with app.app_context(), client_queries(db.engine) as seen:
+    with app.app_context(), recorded_statements(app) as statements:
         cache.get(db.session, webapp.client_id)
         cache.get(db.session, webapp.client_id)
-    assert len(seen) == 2 and cache._entries == {}
+    assert len(client_reads(statements)) == 2 and cache._entries == {}
 
 
 def test_forget_drops_this_processs_copy(app):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 
 from sqlalchemy import create_engine
+from sqlalchemy import event
 from sqlalchemy import text
 
 from siwa_web.infra.extensions import db
@@ -55,3 +57,20 @@ def empty_postgres(url: str) -> None:
         if tables:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
     engine.dispose()
+
+
+@contextmanager
+def recorded_statements(app):
+    """Every SQL statement the app sends to its database while inside (whitespace folded)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
