@@ -82,6 +82,9 @@ from harness import Server  # noqa: E402
 
 BUNDLE_ID = "com.example.siwa.bench"
 ISSUER = "https://siwa-bench.invalid"  # production wants https; served as plain HTTP on loopback
+# Every request names ISSUER's host, as a reverse proxy forwards it: production answers browser
+# pages on that host only (siwa_web/web/host.py), and the check's cost belongs in the numbers.
+ISSUER_HOST = urllib.parse.urlsplit(ISSUER).netloc
 AUDIENCE = ISSUER + "/api"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 APPLE_CODE = "http://auth0.com/oauth/token-type/apple-authz-code"
@@ -286,6 +289,11 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     digest = hashlib.sha256(verifier.encode()).digest()
     return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def with_host(args: dict[str, Any]) -> dict[str, Any]:
+    """wrk arguments plus ISSUER's Host header (wrk's scripts take it from `wrk.headers`)."""
+    return {**args, "headers": (*args.get("headers", ()), "Host: " + ISSUER_HOST)}
 
 
 def set_cookies(response: Any) -> dict[str, str]:
@@ -805,6 +813,7 @@ class Bench:
         base = self.app.base_url
         with requests.Session() as browser:
             browser.trust_env = False  # loopback only: no proxy from the environment
+            browser.headers["Host"] = ISSUER_HOST
             start = browser.get(base + "/auth/apple/login", params={"next": "/dashboard"},
                                 allow_redirects=False, timeout=60)
             to_apple = start.headers.get("Location", "")
@@ -813,11 +822,13 @@ class Bench:
                                  f"to {to_apple!r}: {start.text[:300]}")
             tx_cookies = {k: v for k, v in set_cookies(start).items() if v}
             queued = browser.post(self.apple.base_url + "/__emulator/next-login",
-                                  json={"user_id": self.apple_users[0]}, timeout=60)
+                                  json={"user_id": self.apple_users[0]}, timeout=60,
+                                  headers={"Host": urllib.parse.urlsplit(to_apple).netloc})
             if queued.status_code != 200:
                 raise BenchError(f"emulator next-login answered {queued.status_code}: "
                                  f"{queued.text[:300]}")
-            page = browser.get(to_apple, allow_redirects=False, timeout=60)
+            page = browser.get(to_apple, allow_redirects=False, timeout=60,
+                               headers={"Host": urllib.parse.urlsplit(to_apple).netloc})
             fields = {name: html.unescape(value) for name, value in re.findall(
                 r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
             if page.status_code != 200 or "code" not in fields:
@@ -860,6 +871,7 @@ class Bench:
         state, nonce = "1.preflight." + secrets.token_hex(4), "n" + secrets.token_hex(8)
         with requests.Session() as browser:
             browser.trust_env = False
+            browser.headers["Host"] = ISSUER_HOST
             r = browser.get(self.app.base_url + self.authorize_path() + "&" + form(
                 {"state": state, "nonce": nonce, "code_challenge": challenge}),
                 headers={"Cookie": self.browser_cookie}, allow_redirects=False, timeout=60)
@@ -907,11 +919,11 @@ class Bench:
         conns = connections or o.connections
         url = server.base_url + path
         if o.warmup > 0:
-            args = prepare("warmup", conns, o.warmup)
+            args = with_host(prepare("warmup", conns, o.warmup))
             warm = harness.run_wrk(url, connections=conns, duration=o.warmup, latency=False, **args)
             self.rate_hint[case] = max(self.rate_hint.get(case, 0.0), warm.rps)
         for attempt in (1, 2):
-            args = prepare("run", conns, o.duration)
+            args = with_host(prepare("run", conns, o.duration))
             window = harness.CpuWindow({"app": self.app, "floor": self.floor,
                                         "apple": self.apple}).start()
             res = harness.run_wrk(url, connections=conns, duration=o.duration, **args)

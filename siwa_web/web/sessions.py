@@ -22,6 +22,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask.sessions import SessionMixin
 from flask_login import login_user
 from flask_login import logout_user
+from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -84,11 +85,16 @@ def is_alive(row: WebSession) -> bool:
     )
 
 
+# Built once: constructing the statement and its cache key on each request cost as much as
+# running it (every signed-in page and every single-sign-on answer starts here). The user comes
+# in the same query: it is always needed.
+_BY_TOKEN_HASH = (select(WebSession).options(joinedload(WebSession.user))
+                  .where(WebSession.token_hash == bindparam("token_hash")))
+
+
 def _load(token: str) -> User | None:
-    row = db.session.execute(  # the user comes in the same query (it is always needed)
-        select(WebSession).options(joinedload(WebSession.user))
-        .where(WebSession.token_hash == token_hash(token))
-    ).scalar_one_or_none()
+    row = db.session.execute(_BY_TOKEN_HASH, {"token_hash": token_hash(token)}
+                             ).scalar_one_or_none()
     if row is None or not is_alive(row):
         return None
     now = now_utc()
