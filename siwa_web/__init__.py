@@ -15,13 +15,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: config (defaults → instance/config.py → SIWA_* → test dict), then parts."""
     # Imported here, not at the top: `import siwa_web.oauth` (the Flask-free core) runs this
     # package's __init__ first, and must not load Flask (tests/test_architecture.py).
-    from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config
+    from .infra.flask_class import SiwaFlask
     from .infra.json_provider import ReusedEncoderJSONProvider
 
-    app = Flask(
+    app = SiwaFlask(
         __name__,
         instance_path=str(ROOT / "instance"),
         instance_relative_config=True,

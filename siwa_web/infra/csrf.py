@@ -17,7 +17,12 @@ def init_app(app: Flask) -> None:
     `@csrf.exempt` keeps working.
     """
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    hooks = app.before_request_funcs.setdefault(None, [])
+    theirs = len(hooks)
     csrf.init_app(app)
+    # Stood down, its hook would still be called (and asked whether it is a coroutine) on
+    # every request only to return: it goes, and ours below does the checking.
+    del hooks[theirs:]
 
     @app.before_request
     def _csrf_protect() -> None:

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from typing import Any
 
+from flask import has_request_context
+from flask import request
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
@@ -75,21 +77,36 @@ RATE_LIMITED = Counter(
 
 
 class Recorder:
-    """Counts what happens into this process's metrics; one per app with metrics on."""
+    """Counts what happens into this process's metrics; one per app with metrics on.
+
+    The series of the hot paths (a Bearer check, a grant, an authorization) are kept once
+    looked up: `labels()` takes a lock and checks its arguments each time, which cost as much
+    as the count itself. Label values are bounded, so the kept series are too.
+    """
 
     enabled = True
 
+    def __init__(self) -> None:
+        self._series: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
+
     def token_grant(self, grant_type: str, outcome: str) -> None:
-        TOKEN_GRANTS.labels(grant_type, outcome).inc()
+        self._child(TOKEN_GRANTS, grant_type, outcome).inc()
 
     def bearer_check(self, outcome: str) -> None:
-        BEARER_CHECKS.labels(outcome).inc()
+        self._child(BEARER_CHECKS, outcome).inc()
 
     def web_sign_in(self, outcome: str) -> None:
         WEB_SIGN_INS.labels(outcome).inc()
 
     def authorize(self, outcome: str) -> None:
-        AUTHORIZE.labels(outcome).inc()
+        self._child(AUTHORIZE, outcome).inc()
 
     def rate_limited(self, setting: str) -> None:
         """`setting`: the limit's setting name, e.g. RATELIMIT_TOKEN_PER_IP (label token_per_ip)."""
@@ -148,26 +165,13 @@ def method_label(method: str) -> str:
 # --- request latency by route ------------------------------------------------------------------
 
 
-_RULE = "siwa.metrics.rule"
-
-
-def keep_rule(response: Any) -> Any:
-    """After each request: leave the URL rule Flask matched (None: no route) for the timer."""
-    from flask import request
-
-    req = request._get_current_object()  # type: ignore[attr-defined]
-    req.environ[_RULE] = req.url_rule
-    return response
-
-
 class RequestTimer:
     """WSGI middleware: each request's time and status, by the URL rule Flask matched.
 
     Timing around the app covers every request hook and the session too; a pair of Flask
-    before/after-request hooks would cost more (Flask checks each hook for a coroutine on every
-    request). The matched rule is handed out by one after-request hook (`keep_rule`), since
-    Flask forgets its request object when the request ends. The time ends when the response
-    is ready, before its body is sent.
+    before/after-request hooks would cost more. The matched rule is read when the app starts
+    its response: Flask does that while the request is still current, and forgets the request
+    right after. The time ends when the response is ready, before its body is sent.
     """
 
     def __init__(self, wsgi_app: Callable) -> None:
@@ -176,20 +180,19 @@ class RequestTimer:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
-        status: list[str] = []
+        seen: list[tuple[str, Any]] = []
 
         def remember_status(line: str, headers: list, *exc_info: Any) -> Any:
-            status.append(line)
+            seen.append((line, request.url_rule if has_request_context() else None))
             return start_response(line, headers, *exc_info)
 
         try:
             return self.wsgi_app(environ, remember_status)
         finally:
-            self._observe(environ, status[-1][:3] if status else "500",
-                          time.perf_counter() - started)
+            line, rule = seen[-1] if seen else ("500", None)
+            self._observe(environ, line[:3], rule, time.perf_counter() - started)
 
-    def _observe(self, environ: dict[str, Any], status: str, seconds: float) -> None:
-        rule = environ.get(_RULE)
+    def _observe(self, environ: dict[str, Any], status: str, rule: Any, seconds: float) -> None:
         key = (rule.rule if rule is not None else UNMATCHED,
                method_label(environ.get("REQUEST_METHOD", "")), status)
         series = self._series.get(key)
@@ -206,4 +209,3 @@ def init_app(app: Flask) -> None:
         return
     app.extensions[EXTENSION] = Recorder()
     app.wsgi_app = RequestTimer(app.wsgi_app)  # type: ignore[method-assign]
-    app.after_request(keep_rule)

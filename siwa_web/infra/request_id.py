@@ -21,8 +21,8 @@ from flask import Flask
 from flask import has_request_context
 from flask import request
 
-HEADER = "X-Request-ID"
-ENVIRON_KEY = "siwa.request_id"
+from .security_headers import REQUEST_ID_ENVIRON as ENVIRON_KEY
+
 # Letters, digits and . _ : - only, at most 64: a UUID, a hex id or Heroku's and Envoy's ids fit.
 WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _last = threading.local()  # the id of the thread's latest request, for the server's access line
@@ -53,7 +53,8 @@ def last_in_thread() -> str | None:
 
 
 class RequestIdMiddleware:
-    """Give each request its id (the trusted proxy's, if well-formed) and answer it back."""
+    """Give each request its id (the trusted proxy's, if well-formed). The response carries it
+    back from infra/security_headers.py, which already walks every response's headers once."""
 
     def __init__(self, app: Callable, trust_incoming: bool) -> None:
         self.app = app
@@ -64,13 +65,7 @@ class RequestIdMiddleware:
         rid = accepted(incoming) or new_id()
         environ[ENVIRON_KEY] = rid
         _last.value = rid
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            headers = [h for h in headers if h[0].lower() != "x-request-id"]
-            headers.append((HEADER, rid))
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
+        return self.app(environ, start_response)
 
 
 def init_app(app: Flask) -> None:

@@ -42,9 +42,13 @@ def init_app(app: Flask) -> None:
     expected = normal_host(issuer.netloc, issuer.scheme)
     origin = f"{issuer.scheme}://{issuer.netloc}"
     develop = not config.is_production(app)
+    # The Host headers that are ISSUER's as sent (`siwa.test`, `siwa.test:443`): one set lookup
+    # answers nearly every request; anything else takes the full comparison.
+    exact = {expected, f"{expected}:{DEFAULT_PORTS.get(issuer.scheme)}", issuer.netloc}
 
     def on_issuer_host() -> ResponseReturnValue | None:
-        if normal_host(request.host, issuer.scheme) == expected:
+        if request.environ.get("HTTP_HOST") in exact or \
+                normal_host(request.host, issuer.scheme) == expected:
             return None
         if request.path.startswith(MACHINE_PATHS) or wants_json():
             return None
