@@ -65,8 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--connections", type=int, default=8)
-    p.add_argument("--prune-batch", type=int, default=5000)
-    p.add_argument("--prune-pause", type=float, default=0.0)
+    p.add_argument("--prune-batch", type=int, default=None,
+                   help="SIWA_PRUNE_BATCH_SIZE for flask prune (default: siwa-web's, 1000)")
+    p.add_argument("--prune-pause", type=float, default=None,
+                   help="SIWA_PRUNE_PAUSE_SECONDS (default: siwa-web's, 0)")
+    p.add_argument("--prune-sleep-ratio", type=float, default=None,
+                   help="SIWA_PRUNE_SLEEP_RATIO (default: siwa-web's, 1)")
     p.add_argument("--explain-only", action="store_true",
                    help="generate the big database, EXPLAIN the hot paths, stop")
     p.add_argument("--json", type=Path, help="write every measurement and finding here")
@@ -200,10 +204,16 @@ class DataSize(tokens.Bench):
         self.use(big)
         before = self.row_counts(big)
         idle = [self.case_refresh_tagged("refresh_idle", r) for r in (1, 2)]
-        env = dict(big.env, SIWA_PRUNE_BATCH_SIZE=str(self.args.prune_batch),
-                   SIWA_PRUNE_PAUSE_SECONDS=str(self.args.prune_pause))
+        env = dict(big.env)
+        for name, value in (("SIWA_PRUNE_BATCH_SIZE", self.args.prune_batch),
+                            ("SIWA_PRUNE_PAUSE_SECONDS", self.args.prune_pause),
+                            ("SIWA_PRUNE_SLEEP_RATIO", self.args.prune_sleep_ratio)):
+            if value is not None:
+                env[name] = str(value)
         out = self.work / "prune.out"
-        self.log(f"[big] flask prune (batches of {self.args.prune_batch}) while refreshes run")
+        chosen = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("SIWA_PRUNE_"))
+        self.log(f"[big] flask prune ({chosen or 'default batches and pacing'}) "
+                 "while refreshes run")
         t0 = time.monotonic()
         with open(out, "w") as sink:
             proc = subprocess.Popen([harness.venv_bin("flask"), "--app", "app", "prune"],
@@ -270,7 +280,8 @@ class DataSize(tokens.Bench):
         self.code_flow_once()
         user_id = self.browser_user(big)
         datasize_sql.heavy_user(big.db_url, user_id, big.client_id)
-        r = self.http.get(server.base_url + "/dashboard", headers={"Cookie": self.browser_cookie})
+        r = self.http.get(server.base_url + "/dashboard", headers={
+            "Cookie": self.browser_cookie, "Host": tokens.ISSUER_HOST})
         if r.status_code != 200:
             raise BenchError(f"dashboard answered {r.status_code}")
         server.stop()
@@ -301,7 +312,8 @@ class DataSize(tokens.Bench):
             with app.app_context():
                 recorder.attach(db.engine, record, label="flask prune (one batch)")
                 for stmt in pruning._statements().values():
-                    pruning.delete_one_batch(stmt, self.args.prune_batch)
+                    pruning.delete_one_batch(stmt, self.args.prune_batch
+                                             or app.config["PRUNE_BATCH_SIZE"])
                     db.session.rollback()
                 db.engine.dispose()
             app = create_app()

@@ -136,6 +136,11 @@ METRICS_OUTBOX_CACHE_SECONDS = 5.0  # each worker reads the outbox gauges at mos
 PRUNE_AFTER_DAYS = 30  # dead sessions, token families and notifications are kept this long
 AUDIT_RETENTION_DAYS = 365
 # Prune deletes in batches of this many rows, each its own short transaction, so a table of
-# millions of dead rows never holds locks (or one huge WAL burst) while refreshes run.
-PRUNE_BATCH_SIZE = 5000
+# millions of dead rows never holds locks (or one huge WAL burst) while refreshes run. At 5,000
+# keys a batch, PostgreSQL scanned all 250,000 token families per DELETE instead of probing
+# their keys (docs/performance.md, section 11); at 1,000 it probes them.
+PRUNE_BATCH_SIZE = 1000
 PRUNE_PAUSE_SECONDS = 0.0  # sleep between batches, to leave the database to live traffic
+# ... plus this many times as long as the batch took: at 1.0 a prune keeps the database busy at
+# most half of its run, so live requests share the machine with it, not queue behind it.
+PRUNE_SLEEP_RATIO = 1.0

@@ -181,15 +181,40 @@ def test_prune_pauses_between_batches(app, runner, monkeypatch):
     slept = []
     monkeypatch.setattr(pruning.time, "sleep", slept.append)
     _audit_rows(app, 6, 400)
-    result = runner.invoke(args=["prune", "--batch-size", "2", "--pause", "0.25"])
+    result = runner.invoke(args=["prune", "--batch-size", "2", "--pause", "0.25",
+                                 "--sleep-ratio", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["audit_events"] == 6
     assert slept == [0.25, 0.25, 0.25]  # after each full batch; the empty last one ends it
 
 
+def test_prune_sleeps_in_proportion_to_each_batch(app, runner, monkeypatch):
+    """PRUNE_SLEEP_RATIO (default 1): after a batch that took t seconds, it sleeps pause + r*t,
+    so the database works for the prune at most 1 / (1 + r) of the run."""
+    import siwa_web.lifecycle.pruning as pruning
+
+    clock = iter(range(0, 1000, 3))  # every reading 3 s later than the one before
+    slept = []
+    monkeypatch.setattr(pruning, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(pruning.time, "sleep", slept.append)
+    _audit_rows(app, 4, 400)
+    assert app.config["PRUNE_SLEEP_RATIO"] == 1.0
+    result = runner.invoke(args=["prune", "--batch-size", "2", "--pause", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["audit_events"] == 4
+    assert slept == [0.5 + 3, 0.5 + 3]  # each full batch "took" 3 s
+    slept.clear()
+    _audit_rows(app, 4, 400)
+    app.config["PRUNE_SLEEP_RATIO"] = 2.5
+    assert runner.invoke(args=["prune", "--batch-size", "2"]).exit_code == 0
+    assert slept == [7.5, 7.5]
+    assert count(app, AuditEvent) == 0
+
+
 @pytest.mark.parametrize("args", [
     ["--batch-size", "0"], ["--batch-size", "-5"], ["--batch-size", "x"],
-    ["--pause", "-1"], ["--pause", "soon"],
+    ["--pause", "-1"], ["--pause", "soon"], ["--sleep-ratio", "-1"], ["--sleep-ratio", "x"],
+    ["--sleep-ratio", "inf"], ["--pause", "nan"],
 ])
 def test_bad_batch_options_are_refused_and_nothing_is_deleted(app, runner, args):
     _audit_rows(app, 3, 400)
@@ -202,6 +227,7 @@ def test_bad_batch_options_are_refused_and_nothing_is_deleted(app, runner, args)
 @pytest.mark.parametrize("key,value", [
     ("PRUNE_BATCH_SIZE", 0), ("PRUNE_BATCH_SIZE", "lots"), ("PRUNE_BATCH_SIZE", True),
     ("PRUNE_PAUSE_SECONDS", -0.5), ("PRUNE_PAUSE_SECONDS", "1s"),
+    ("PRUNE_SLEEP_RATIO", -1), ("PRUNE_SLEEP_RATIO", "half"), ("PRUNE_SLEEP_RATIO", "inf"),
 ])
 def test_bad_batch_settings_are_named_and_nothing_is_deleted(app, runner, key, value):
     _audit_rows(app, 3, 400)
