@@ -26,7 +26,7 @@ import requests
 from support.browser_http import HttpBrowser
 from support.browser_http import sign_in_with_apple
 from support.config import PG_SERVER_URL
-from support.config import answers
+from support.config import REDIS_URL
 from support.nodes import cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -42,15 +42,6 @@ SETTINGS = {
     "SIWA_TRUST_PROXY_HOPS": "1",  # the balancer is one proxy in front of the nodes
 }
 
-
-def _redis_url() -> str | None:
-    url = os.environ.get("SIWA_TEST_REDIS_URL")
-    if url:
-        return url
-    return "redis://127.0.0.1:6379/15" if answers(6379) else None
-
-
-REDIS_URL = _redis_url()
 
 
 def _missing() -> str | None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -14,9 +13,8 @@ from siwa_web.emulator import create_emulator_app
 from siwa_web.emulator import settings_from_app
 from siwa_web.infra.extensions import db
 from siwa_web.models import Client
+from support.emulator import MOUNTED_ISSUER
 from support.emulator import form_fields
-
-MOUNTED_ISSUER = "http://localhost:5000"
 
 
 def _secret(private_pem: str, team: str, kid: str, client_id: str) -> str:
@@ -33,17 +31,6 @@ def _add_client(app, bundle_id: str) -> None:
                               audiences=[], scopes=[]))
         db.session.commit()
 
-
-@pytest.fixture
-def mounted(app_config):
-    """siwa-web in development without Apple credentials: the emulator lives at /__apple."""
-    cfg = {k: v for k, v in app_config.items()
-           if k not in ("APPLE_TEAM_ID", "APPLE_KEY_ID", "APPLE_SERVICES_ID", "APPLE_BASE_URL")}
-    app = create_app(cfg | {"APPLE_EMULATOR": True, "ISSUER": MOUNTED_ISSUER})
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_settings_from_app(app, app_config):

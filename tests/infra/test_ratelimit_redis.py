@@ -1,22 +1,11 @@
 """Rate limits shared by every worker through Redis (SIWA_RATELIMIT_STORAGE_URI)."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from siwa_web import create_app
-from support.config import answers
+from support.config import REDIS_URL
 
-
-def _redis_url() -> str | None:
-    url = os.environ.get("SIWA_TEST_REDIS_URL")
-    if url:
-        return url  # CI starts Redis: a failure to reach it must fail the test, not skip it
-    return "redis://127.0.0.1:6379/15" if answers(6379) else None
-
-
-REDIS_URL = _redis_url()
 pytestmark = pytest.mark.skipif(REDIS_URL is None, reason="no Redis on 127.0.0.1:6379 "
                                 "(set SIWA_TEST_REDIS_URL; .ci/run starts one)")
 

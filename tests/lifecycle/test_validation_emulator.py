@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy import update
 
-from siwa_web import create_app
 from siwa_web.infra.extensions import db
 from siwa_web.models import AppleToken
 from siwa_web.models.base import now_utc
@@ -18,20 +16,8 @@ from support.tokens import NativeClient
 from support.tokens import bearer
 from support.tokens import exchange_params
 
-ISSUER = "http://localhost:5000"
 BUNDLE = "com.example.siwa.ios"
 
-
-@pytest.fixture
-def mounted(app_config):
-    """siwa-web in development without Apple credentials: the emulator lives at /__apple."""
-    cfg = {k: v for k, v in app_config.items()
-           if k not in ("APPLE_TEAM_ID", "APPLE_KEY_ID", "APPLE_SERVICES_ID", "APPLE_BASE_URL")}
-    app = create_app(cfg | {"APPLE_EMULATOR": True, "ISSUER": ISSUER})
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def native_sign_in(app) -> tuple[dict, str, NativeClient]:

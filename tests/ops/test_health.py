@@ -6,7 +6,6 @@ never answers, a database file that cannot be opened — never by patching siwa-
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -19,7 +18,7 @@ from sqlalchemy import event
 from siwa_web import create_app
 from siwa_web.infra.extensions import db
 from support.config import ISSUER
-from support.config import answers
+from support.config import REDIS_URL
 from support.config import count_rows
 from support.dashboard import SUB_A
 from support.dashboard import Browser
@@ -30,15 +29,6 @@ from support.tokens import snapshot
 
 PROBES = ("/healthz", "/readyz")
 
-
-def _redis_url() -> str | None:
-    url = os.environ.get("SIWA_TEST_REDIS_URL")
-    if url:
-        return url  # CI starts Redis: a failure to reach it must fail the test, not skip it
-    return "redis://127.0.0.1:6379/15" if answers(6379) else None
-
-
-REDIS_URL = _redis_url()
 
 
 @pytest.fixture

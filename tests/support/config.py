@@ -38,6 +38,17 @@ PG_SERVER_URL = _postgres_url()
 DB_BACKENDS = ["sqlite"] + (["postgresql"] if PG_SERVER_URL else [])
 
 
+def _redis_url() -> str | None:
+    """The Redis the Redis-backed tests use: SIWA_TEST_REDIS_URL, or a local one (DB 15)."""
+    url = os.environ.get("SIWA_TEST_REDIS_URL")
+    if url:
+        return url  # CI starts Redis: a failure to reach it must fail the test, not skip it
+    return "redis://127.0.0.1:6379/15" if answers(6379) else None
+
+
+REDIS_URL = _redis_url()
+
+
 def count_rows(app) -> dict[str, int]:
     """Row counts of every table: the "nothing stored" check of the security catalogue."""
     with app.app_context():

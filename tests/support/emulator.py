@@ -20,8 +20,10 @@ from joserfc.jwk import ECKey
 from joserfc.jwk import KeySet
 from joserfc.jwk import RSAKey
 
+from siwa_web import create_app
 from siwa_web.emulator import EmulatorSettings
 from siwa_web.emulator import create_emulator_app
+from siwa_web.infra.extensions import db
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
@@ -35,6 +37,7 @@ APPLE_AUD = "https://appleid.apple.com"
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 PREFILLED = re.compile(r'name="(first_name|last_name)" maxlength="100" value="([^"]*)"')
 SUB = re.compile(r"^\d{6}\.[0-9a-f]{32}\.\d{4}$")
+MOUNTED_ISSUER = "http://localhost:5000"  # `make run`'s address, where the emulator is mounted
 
 
 def b64(data: bytes) -> str:
@@ -198,3 +201,15 @@ class Emu:
 
 def claims_of(token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+
+
+@pytest.fixture
+def mounted(app_config):
+    """siwa-web in development without Apple credentials: the emulator lives at /__apple."""
+    cfg = {k: v for k, v in app_config.items()
+           if k not in ("APPLE_TEAM_ID", "APPLE_KEY_ID", "APPLE_SERVICES_ID", "APPLE_BASE_URL")}
+    app = create_app(cfg | {"APPLE_EMULATOR": True, "ISSUER": MOUNTED_ISSUER})
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
